@@ -1,0 +1,124 @@
+// Package store is the persistence boundary of Herald: messages, channel
+// heads and per-partition consumer checkpoints. Two implementations exist,
+// store/sqlite (the embedded default) and store/mongo (production); both
+// pass the conformance suite in store/storetest.
+//
+// Concurrency: every method is safe for concurrent use. The controller calls
+// WriteBatch for one partition from one goroutine at a time (the partition's
+// batch writer); different partitions may write concurrently.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a channel is unknown to the store.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrUnavailable wraps errors from an unreachable backend, so callers can
+// answer 503 / retry instead of treating them as bad input.
+var ErrUnavailable = errors.New("store: unavailable")
+
+// IsNotFound reports whether err means "no such channel".
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// Message is one persisted publication.
+type Message struct {
+	ID          string
+	Channel     string
+	Seq         uint64
+	Sender      string
+	Info        []byte // raw JSON, may be nil
+	Data        []byte // raw JSON
+	ClientMsgID string
+	PublishedAt time.Time
+	// Partition and Offset locate the Kafka record the message came from.
+	// They let a store rebuild channel heads as of a checkpoint.
+	Partition int32
+	Offset    int64
+}
+
+// Head is the position of a channel after a batch: its epoch and the seq of
+// its newest message, and the Kafka offset of that message.
+type Head struct {
+	Channel   string
+	Partition int32
+	Epoch     string
+	LastSeq   uint64
+	Offset    int64
+}
+
+// Channel is the durable state of a channel.
+type Channel struct {
+	Name      string
+	Partition int32
+	Epoch     string
+	LastSeq   uint64
+	// ArchivedThrough is the highest seq whose chunk is in S3 and verified;
+	// messages with seq <= ArchivedThrough may be purged from the store.
+	ArchivedThrough uint64
+}
+
+// Batch is what a partition's batch writer persists in one call.
+type Batch struct {
+	Partition int32
+	// NextOffset is the Kafka offset to resume consuming from once this batch
+	// is durable (offset of the last record in the batch + 1).
+	NextOffset int64
+	Messages   []Message
+	// Heads holds, for every channel touched by Messages, its head after the
+	// batch.
+	Heads []Head
+}
+
+// PartitionState is what a controller needs when it is assigned a partition:
+// where to resume and the heads of the partition's channels as of that
+// checkpoint (never "ahead" of it, even when a previous owner crashed
+// between writing messages and writing the checkpoint).
+type PartitionState struct {
+	Partition  int32
+	NextOffset int64 // 0 when the partition was never checkpointed
+	Heads      map[string]Head
+}
+
+// Range selects messages of one channel by seq, inclusive bounds.
+type Range struct {
+	Channel string
+	From    uint64 // inclusive, >= 1
+	To      uint64 // inclusive
+	// Limit caps the number of messages (0 = no cap).
+	Limit int
+	// Desc returns newest first.
+	Desc bool
+}
+
+// Store is implemented by store/sqlite and store/mongo.
+type Store interface {
+	// WriteBatch persists the batch idempotently (a message whose
+	// channel+seq exists is skipped), moves the heads forward (never back)
+	// and then records the checkpoint. A retry after any failure converges.
+	WriteBatch(ctx context.Context, b Batch) error
+	// LoadPartition returns the checkpoint of a partition and its channel
+	// heads as of that checkpoint.
+	LoadPartition(ctx context.Context, partition int32) (PartitionState, error)
+	// Channel returns a channel's durable state, or ErrNotFound.
+	Channel(ctx context.Context, name string) (Channel, error)
+	// Channels lists channels ordered by name, starting after `after`, at
+	// most limit of them.
+	Channels(ctx context.Context, after string, limit int) ([]Channel, error)
+	// Messages returns the stored messages of r, ordered by seq (descending
+	// when r.Desc). Purged seqs are simply absent.
+	Messages(ctx context.Context, r Range) ([]Message, error)
+	// SetArchivedThrough moves a channel's archived-through seq forward
+	// (never back).
+	SetArchivedThrough(ctx context.Context, channel string, seq uint64) error
+	// Purge deletes the messages of channel with seq <= through, but never
+	// above the channel's archived-through seq. It returns how many were
+	// deleted.
+	Purge(ctx context.Context, channel string, through uint64) (int64, error)
+	// Ping checks the backend is reachable.
+	Ping(ctx context.Context) error
+	Close() error
+}
