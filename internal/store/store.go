@@ -86,8 +86,8 @@ type PartitionState struct {
 // Range selects messages of one channel by seq, inclusive bounds.
 type Range struct {
 	Channel string
-	From    uint64 // inclusive, >= 1
-	To      uint64 // inclusive
+	From    uint64 // inclusive, >= 1 (0 is treated as 1)
+	To      uint64 // inclusive; 0 means no upper bound
 	// Limit caps the number of messages (0 = no cap).
 	Limit int
 	// Desc returns newest first.
@@ -106,17 +106,17 @@ type Store interface {
 	// Channel returns a channel's durable state, or ErrNotFound.
 	Channel(ctx context.Context, name string) (Channel, error)
 	// Channels lists channels ordered by name, starting after `after`, at
-	// most limit of them.
+	// most limit of them (limit <= 0: no cap).
 	Channels(ctx context.Context, after string, limit int) ([]Channel, error)
 	// Messages returns the stored messages of r, ordered by seq (descending
 	// when r.Desc). Purged seqs are simply absent.
 	Messages(ctx context.Context, r Range) ([]Message, error)
 	// SetArchivedThrough moves a channel's archived-through seq forward
-	// (never back).
+	// (never back). It returns ErrNotFound for an unknown channel.
 	SetArchivedThrough(ctx context.Context, channel string, seq uint64) error
 	// Purge deletes the messages of channel with seq <= through, but never
 	// above the channel's archived-through seq. It returns how many were
-	// deleted.
+	// deleted (0 for an unknown channel).
 	Purge(ctx context.Context, channel string, through uint64) (int64, error)
 	// Ping checks the backend is reachable.
 	Ping(ctx context.Context) error

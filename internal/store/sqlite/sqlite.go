@@ -1,0 +1,502 @@
+// Package sqlite is the embedded default store.Store, on the pure-Go
+// modernc.org/sqlite driver.
+//
+// Layout: tables messages (PRIMARY KEY channel, seq), channels (name PK) and
+// checkpoints (partition PK); WAL journal, synchronous=NORMAL, busy_timeout.
+//
+// Concurrency: every method is safe for concurrent use. SQLite has a single
+// writer, so all writes go through one dedicated connection guarded by a
+// mutex (WriteBatch, SetArchivedThrough and Purge are serialized); reads use
+// a separate pool of read-only connections and, thanks to WAL, never block
+// on or block the writer. WriteBatch runs in one transaction, so a batch is
+// atomic: its messages, heads and checkpoint are all stored or none is.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herald-chat/herald/internal/store"
+
+	_ "modernc.org/sqlite" // registers driver "sqlite"
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS messages (
+	channel         TEXT    NOT NULL,
+	seq             INTEGER NOT NULL,
+	id              TEXT    NOT NULL,
+	sender          TEXT    NOT NULL,
+	info            BLOB,
+	data            BLOB,
+	client_msg_id   TEXT    NOT NULL,
+	published_at_ms INTEGER NOT NULL,
+	"partition"     INTEGER NOT NULL,
+	"offset"        INTEGER NOT NULL,
+	PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channels (
+	name             TEXT    NOT NULL PRIMARY KEY,
+	"partition"      INTEGER NOT NULL,
+	epoch            TEXT    NOT NULL,
+	last_seq         INTEGER NOT NULL,
+	last_offset      INTEGER NOT NULL,
+	archived_through INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS channels_partition ON channels ("partition");
+CREATE TABLE IF NOT EXISTS checkpoints (
+	"partition"  INTEGER NOT NULL PRIMARY KEY,
+	next_offset INTEGER NOT NULL
+);
+`
+
+// insertChunk is how many rows one multi-row INSERT carries (10 columns
+// each; SQLite allows 32766 parameters). Fewer statement executions cut the
+// per-call overhead of database/sql and the driver.
+const insertChunk = 64
+
+func insertMessagesSQL(rows int) string {
+	var b strings.Builder
+	b.WriteString(`INSERT OR IGNORE INTO messages
+	(channel, seq, id, sender, info, data, client_msg_id, published_at_ms, "partition", "offset") VALUES `)
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	}
+	return b.String()
+}
+
+const (
+	upsertHeadSQL = `INSERT INTO channels (name, "partition", epoch, last_seq, last_offset, archived_through)
+	VALUES (?, ?, ?, ?, ?, 0)
+	ON CONFLICT (name) DO UPDATE SET
+		last_offset = CASE WHEN excluded.last_seq > last_seq THEN excluded.last_offset ELSE last_offset END,
+		last_seq = max(last_seq, excluded.last_seq)`
+	upsertCheckpointSQL = `INSERT INTO checkpoints ("partition", next_offset) VALUES (?, ?)
+	ON CONFLICT ("partition") DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)`
+	selectMessagesAsc = `SELECT channel, seq, id, sender, info, data, client_msg_id, published_at_ms, "partition", "offset"
+	FROM messages WHERE channel = ? AND seq >= ? AND seq <= ? ORDER BY seq ASC LIMIT ?`
+	selectMessagesDesc = `SELECT channel, seq, id, sender, info, data, client_msg_id, published_at_ms, "partition", "offset"
+	FROM messages WHERE channel = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC LIMIT ?`
+)
+
+// Store is the SQLite store.Store.
+type Store struct {
+	path string
+	w    *sql.DB // exactly one connection: the writer
+	r    *sql.DB // read-only pool
+
+	wmu        sync.Mutex
+	insertMsg  *sql.Stmt // one row
+	insertMany *sql.Stmt // insertChunk rows
+	upsertHead *sql.Stmt
+	upsertCkpt *sql.Stmt
+}
+
+var _ store.Store = (*Store)(nil)
+
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at path and its schema.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("opening sqlite store: empty path")
+	}
+	w, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	s := &Store{path: path, w: w}
+	if _, err := w.ExecContext(ctx, schema); err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("creating sqlite schema in %s: %w", path, wrap(err))
+	}
+	r, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("opening sqlite store %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	s.r = r
+	for _, p := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{{&s.insertMsg, insertMessagesSQL(1)}, {&s.insertMany, insertMessagesSQL(insertChunk)}, {&s.upsertHead, upsertHeadSQL}, {&s.upsertCkpt, upsertCheckpointSQL}} {
+		if *p.dst, err = w.PrepareContext(ctx, p.q); err != nil {
+			_ = s.Close()
+			return nil, fmt.Errorf("preparing sqlite statements: %w", wrap(err))
+		}
+	}
+	if err := s.Ping(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// wrap maps errors that mean "the database cannot be used right now"
+// (busy, locked, I/O, closed) to store.ErrUnavailable.
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	msg := err.Error()
+	if errors.Is(err, sql.ErrConnDone) || strings.Contains(msg, "database is closed") ||
+		strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked") ||
+		strings.Contains(msg, "SQLITE_IOERR") || strings.Contains(msg, "disk I/O error") ||
+		strings.Contains(msg, "SQLITE_CANTOPEN") || strings.Contains(msg, "SQLITE_FULL") {
+		return fmt.Errorf("%w: %s", store.ErrUnavailable, msg)
+	}
+	return errors.New(msg) // never leak driver types
+}
+
+func nullable(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func clampSeq(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
+
+// WriteBatch implements store.Store in one transaction.
+func (s *Store) WriteBatch(ctx context.Context, b store.Batch) error {
+	if err := s.write(ctx, b, true); err != nil {
+		return fmt.Errorf("writing batch of partition %d: %w", b.Partition, err)
+	}
+	return nil
+}
+
+// WriteMessagesAndHeadsOnly writes the messages and heads of b but not its
+// checkpoint, as a crash between the two steps of a non-transactional store
+// would. It is the storetest.CrashWriter test hook.
+func (s *Store) WriteMessagesAndHeadsOnly(ctx context.Context, b store.Batch) error {
+	return s.write(ctx, b, false)
+}
+
+func (s *Store) write(ctx context.Context, b store.Batch, checkpoint bool) (err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap(err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if len(b.Messages) > 0 {
+		msgs := b.Messages
+		args := make([]any, 0, 10*min(len(msgs), insertChunk))
+		if len(msgs) >= insertChunk {
+			many := tx.StmtContext(ctx, s.insertMany)
+			for len(msgs) >= insertChunk {
+				args = appendArgs(args[:0], msgs[:insertChunk])
+				if _, err = many.ExecContext(ctx, args...); err != nil {
+					return wrap(err)
+				}
+				msgs = msgs[insertChunk:]
+			}
+		}
+		if len(msgs) > 0 {
+			one := tx.StmtContext(ctx, s.insertMsg)
+			for i := range msgs {
+				args = appendArgs(args[:0], msgs[i:i+1])
+				if _, err = one.ExecContext(ctx, args...); err != nil {
+					return wrap(err)
+				}
+			}
+		}
+	}
+	if len(b.Heads) > 0 {
+		up := tx.StmtContext(ctx, s.upsertHead)
+		for _, h := range b.Heads {
+			if _, err = up.ExecContext(ctx, h.Channel, int64(h.Partition), h.Epoch, clampSeq(h.LastSeq), h.Offset); err != nil {
+				return wrap(err)
+			}
+		}
+	}
+	if checkpoint {
+		if _, err = tx.StmtContext(ctx, s.upsertCkpt).ExecContext(ctx, int64(b.Partition), b.NextOffset); err != nil {
+			return wrap(err)
+		}
+	}
+	return wrap(tx.Commit())
+}
+
+func appendArgs(args []any, msgs []store.Message) []any {
+	for i := range msgs {
+		m := &msgs[i]
+		args = append(args, m.Channel, clampSeq(m.Seq), m.ID, m.Sender, nullable(m.Info), m.Data,
+			m.ClientMsgID, m.PublishedAt.UnixMilli(), int64(m.Partition), m.Offset)
+	}
+	return args
+}
+
+// LoadPartition implements store.Store. It reads in one transaction, so the
+// checkpoint and heads come from the same snapshot.
+func (s *Store) LoadPartition(ctx context.Context, partition int32) (store.PartitionState, error) {
+	st, err := s.loadPartition(ctx, partition)
+	if err != nil {
+		return store.PartitionState{}, fmt.Errorf("loading partition %d: %w", partition, wrap(err))
+	}
+	return st, nil
+}
+
+func (s *Store) loadPartition(ctx context.Context, partition int32) (store.PartitionState, error) {
+	st := store.PartitionState{Partition: partition, Heads: map[string]store.Head{}}
+	tx, err := s.r.BeginTx(ctx, nil)
+	if err != nil {
+		return st, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	err = tx.QueryRowContext(ctx, `SELECT next_offset FROM checkpoints WHERE "partition" = ?`, int64(partition)).Scan(&st.NextOffset)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return st, err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT name, epoch, last_seq, last_offset, archived_through FROM channels WHERE "partition" = ?`, int64(partition))
+	if err != nil {
+		return st, err
+	}
+	type ahead struct {
+		h        store.Head
+		archived uint64
+	}
+	var behind []ahead // heads past the checkpoint, recomputed below
+	for rows.Next() {
+		var (
+			h        = store.Head{Partition: partition}
+			seq      int64
+			archived int64
+		)
+		if err := rows.Scan(&h.Channel, &h.Epoch, &seq, &h.Offset, &archived); err != nil {
+			rows.Close()
+			return st, err
+		}
+		h.LastSeq = uint64(seq)
+		if h.Offset < st.NextOffset {
+			st.Heads[h.Channel] = h
+		} else {
+			behind = append(behind, ahead{h, uint64(archived)})
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return st, err
+	}
+	if err := rows.Err(); err != nil {
+		return st, err
+	}
+	for _, a := range behind {
+		h := a.h
+		h.LastSeq, h.Offset = 0, 0
+		var seq, off int64
+		err := tx.QueryRowContext(ctx, `SELECT seq, "offset" FROM messages
+			WHERE channel = ? AND "partition" = ? AND "offset" < ? ORDER BY seq DESC LIMIT 1`,
+			h.Channel, int64(partition), st.NextOffset).Scan(&seq, &off)
+		switch {
+		case err == nil:
+			h.LastSeq, h.Offset = uint64(seq), off
+		case errors.Is(err, sql.ErrNoRows):
+		default:
+			return st, err
+		}
+		if a.archived > h.LastSeq {
+			h.LastSeq, h.Offset = a.archived, -1 // its message may be purged: offset unknown
+		}
+		st.Heads[h.Channel] = h
+	}
+	return st, nil
+}
+
+// Channel implements store.Store.
+func (s *Store) Channel(ctx context.Context, name string) (store.Channel, error) {
+	c := store.Channel{Name: name}
+	var seq, archived int64
+	err := s.r.QueryRowContext(ctx, `SELECT "partition", epoch, last_seq, archived_through FROM channels WHERE name = ?`, name).
+		Scan(&c.Partition, &c.Epoch, &seq, &archived)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Channel{}, fmt.Errorf("channel %q: %w", name, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Channel{}, fmt.Errorf("reading channel %q: %w", name, wrap(err))
+	}
+	c.LastSeq, c.ArchivedThrough = uint64(seq), uint64(archived)
+	return c, nil
+}
+
+// Channels implements store.Store.
+func (s *Store) Channels(ctx context.Context, after string, limit int) ([]store.Channel, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT name, "partition", epoch, last_seq, archived_through FROM channels
+		WHERE name > ? ORDER BY name LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing channels: %w", wrap(err))
+	}
+	defer rows.Close()
+	out := []store.Channel{}
+	for rows.Next() {
+		var (
+			c             store.Channel
+			seq, archived int64
+		)
+		if err := rows.Scan(&c.Name, &c.Partition, &c.Epoch, &seq, &archived); err != nil {
+			return nil, fmt.Errorf("listing channels: %w", wrap(err))
+		}
+		c.LastSeq, c.ArchivedThrough = uint64(seq), uint64(archived)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing channels: %w", wrap(err))
+	}
+	return out, nil
+}
+
+// Messages implements store.Store.
+func (s *Store) Messages(ctx context.Context, r store.Range) ([]store.Message, error) {
+	from, to := r.From, r.To
+	if from == 0 {
+		from = 1
+	}
+	if to == 0 {
+		to = math.MaxUint64
+	}
+	if from > to || from > math.MaxInt64 {
+		return []store.Message{}, nil
+	}
+	limit := int64(-1)
+	if r.Limit > 0 {
+		limit = int64(r.Limit)
+	}
+	q := selectMessagesAsc
+	if r.Desc {
+		q = selectMessagesDesc
+	}
+	rows, err := s.r.QueryContext(ctx, q, r.Channel, int64(from), clampSeq(to), limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading messages of %q: %w", r.Channel, wrap(err))
+	}
+	defer rows.Close()
+	capHint := 16
+	if r.Limit > 0 && r.Limit < 1024 {
+		capHint = r.Limit
+	}
+	out := make([]store.Message, 0, capHint)
+	for rows.Next() {
+		var (
+			m        store.Message
+			seq, ms  int64
+			part     int64
+			info     []byte
+			dataCopy []byte
+		)
+		if err := rows.Scan(&m.Channel, &seq, &m.ID, &m.Sender, &info, &dataCopy, &m.ClientMsgID, &ms, &part, &m.Offset); err != nil {
+			return nil, fmt.Errorf("reading messages of %q: %w", r.Channel, wrap(err))
+		}
+		m.Seq, m.Partition = uint64(seq), int32(part)
+		if len(info) > 0 {
+			m.Info = info
+		}
+		m.Data = dataCopy
+		m.PublishedAt = time.UnixMilli(ms).UTC()
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading messages of %q: %w", r.Channel, wrap(err))
+	}
+	return out, nil
+}
+
+// SetArchivedThrough implements store.Store.
+func (s *Store) SetArchivedThrough(ctx context.Context, channel string, seq uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	res, err := s.w.ExecContext(ctx, `UPDATE channels SET archived_through = max(archived_through, ?) WHERE name = ?`, clampSeq(seq), channel)
+	if err != nil {
+		return fmt.Errorf("setting archived-through of %q: %w", channel, wrap(err))
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("channel %q: %w", channel, store.ErrNotFound)
+	}
+	return nil
+}
+
+// Purge implements store.Store.
+func (s *Store) Purge(ctx context.Context, channel string, through uint64) (int64, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	res, err := s.w.ExecContext(ctx, `DELETE FROM messages WHERE channel = ?1 AND seq <= min(?2,
+		coalesce((SELECT archived_through FROM channels WHERE name = ?1), 0))`, channel, clampSeq(through))
+	if err != nil {
+		return 0, fmt.Errorf("purging %q: %w", channel, wrap(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("purging %q: %w", channel, wrap(err))
+	}
+	return n, nil
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("pinging sqlite store: %w", wrap(err))
+	}
+	return nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insertMsg, s.insertMany, s.upsertHead, s.upsertCkpt} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("closing sqlite store: %w", wrap(err))
+	}
+	return nil
+}
