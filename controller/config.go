@@ -1,0 +1,161 @@
+package controller
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herald-chat/herald/internal/config"
+)
+
+// Config configures a controller. RegisterFlags fills every field with its
+// default (flag > HERALD_* env > documented default).
+type Config struct {
+	// Addr is the gRPC listen address of the Router service.
+	// Default 127.0.0.1:8090 (HERALD_CONTROLLER_ADDR).
+	Addr string
+	// Brokers are the Kafka seed brokers.
+	// Default 127.0.0.1:9092 (HERALD_KAFKA_BROKERS, comma-separated).
+	Brokers []string
+	// Topic is the messages topic. Default herald.messages (HERALD_KAFKA_TOPIC).
+	Topic string
+	// Partitions is the partition count used to create Topic when it is
+	// missing; an existing topic with another count is an error.
+	// Default 12 (HERALD_KAFKA_PARTITIONS).
+	Partitions int32
+	// Group is the consumer group shared by all controllers.
+	// Default herald-controller (HERALD_CONTROLLER_GROUP).
+	Group string
+	// ID names this controller in Ownership messages and logs.
+	// Default hostname-pid (HERALD_CONTROLLER_ID).
+	ID string
+	// RingSize is how many recent publications per channel are kept in
+	// memory for Recover; 0 serves Recover from the store only.
+	// Default 128 (HERALD_CONTROLLER_RING_SIZE).
+	RingSize int
+	// BatchMessages flushes a partition's batch when it holds this many
+	// messages. Default 1000 (HERALD_CONTROLLER_BATCH_MESSAGES).
+	BatchMessages int
+	// BatchInterval flushes a partition's batch when its oldest message is
+	// this old. Default 20ms (HERALD_CONTROLLER_BATCH_INTERVAL).
+	BatchInterval time.Duration
+	// MaxBacklog is the number of unpersisted messages of one partition at
+	// which its fetching pauses (resumed below half of it).
+	// Default 50000 (HERALD_CONTROLLER_MAX_BACKLOG).
+	MaxBacklog int
+	// StreamQueue is the number of outbound batches queued per relay stream;
+	// a relay whose queue is full is disconnected as slow.
+	// Default 1024 (HERALD_CONTROLLER_STREAM_QUEUE).
+	StreamQueue int
+	// ShutdownTimeout bounds each shutdown step (gRPC graceful stop, batch
+	// writer flush, group leave), and a partition's flush on revocation.
+	// Default 10s (HERALD_CONTROLLER_SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+
+	envErr error // a malformed env value seen by RegisterFlags
+}
+
+type int32Value int32
+
+func (v *int32Value) String() string { return strconv.Itoa(int(*v)) }
+
+func (v *int32Value) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("not a 32-bit integer: %q", s)
+	}
+	*v = int32Value(n)
+	return nil
+}
+
+// RegisterFlags registers the controller's flags on fs, with defaults from
+// HERALD_* environment variables.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	config.String(fs, &c.Addr, "addr", "HERALD_CONTROLLER_ADDR", "127.0.0.1:8090", "gRPC listen address of the Router service")
+
+	brokersKey := "HERALD_KAFKA_BROKERS"
+	c.Brokers = config.List(config.Env(brokersKey, "127.0.0.1:9092"))
+	fs.Func("kafka-brokers", "comma-separated Kafka seed brokers (default "+strings.Join(c.Brokers, ",")+")"+" (env "+brokersKey+")", func(s string) error {
+		c.Brokers = config.List(s)
+		return nil
+	})
+	config.String(fs, &c.Topic, "kafka-topic", "HERALD_KAFKA_TOPIC", "herald.messages", "Kafka messages topic")
+
+	partsKey := "HERALD_KAFKA_PARTITIONS"
+	c.Partitions = 12
+	if v := os.Getenv(partsKey); v != "" {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			c.envErr = fmt.Errorf("%s=%q is not an integer", partsKey, v)
+		} else {
+			c.Partitions = int32(n)
+		}
+	}
+	fs.Var((*int32Value)(&c.Partitions), "kafka-partitions", "partition count used to create the topic when missing (default "+strconv.Itoa(int(c.Partitions))+") (env "+partsKey+")")
+
+	config.String(fs, &c.Group, "group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
+	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", defaultID(), "controller id announced to relays")
+	config.Int(fs, &c.RingSize, "ring-size", "HERALD_CONTROLLER_RING_SIZE", 128, "recent publications kept per channel for Recover")
+	config.Int(fs, &c.BatchMessages, "batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", 1000, "messages per store batch")
+	config.Duration(fs, &c.BatchInterval, "batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
+	config.Int(fs, &c.MaxBacklog, "max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", 50000, "unpersisted messages per partition before fetching pauses")
+	config.Int(fs, &c.StreamQueue, "stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", 1024, "outbound batches queued per relay stream")
+	config.Duration(fs, &c.ShutdownTimeout, "shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", 10*time.Second, "bound of each shutdown step")
+}
+
+func defaultID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "controller"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid())
+}
+
+// Validate reports every invalid setting, naming its flag and env variable.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.envErr != nil {
+		errs = append(errs, c.envErr)
+	}
+	bad := func(flagName, env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("-%s (%s): %s", flagName, env, fmt.Sprintf(format, args...)))
+	}
+	if c.Addr == "" {
+		bad("addr", "HERALD_CONTROLLER_ADDR", "must not be empty")
+	}
+	if len(c.Brokers) == 0 {
+		bad("kafka-brokers", "HERALD_KAFKA_BROKERS", "at least one broker is required")
+	}
+	if c.Topic == "" {
+		bad("kafka-topic", "HERALD_KAFKA_TOPIC", "must not be empty")
+	}
+	if c.Partitions <= 0 {
+		bad("kafka-partitions", "HERALD_KAFKA_PARTITIONS", "must be > 0, got %d", c.Partitions)
+	}
+	if c.Group == "" {
+		bad("group", "HERALD_CONTROLLER_GROUP", "must not be empty")
+	}
+	if c.RingSize < 0 {
+		bad("ring-size", "HERALD_CONTROLLER_RING_SIZE", "must be >= 0, got %d", c.RingSize)
+	}
+	if c.BatchMessages <= 0 {
+		bad("batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", "must be > 0, got %d", c.BatchMessages)
+	}
+	if c.BatchInterval <= 0 {
+		bad("batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", "must be > 0, got %s", c.BatchInterval)
+	}
+	if c.MaxBacklog <= 0 {
+		bad("max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", "must be > 0, got %d", c.MaxBacklog)
+	}
+	if c.StreamQueue <= 0 {
+		bad("stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", "must be > 0, got %d", c.StreamQueue)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,424 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/store"
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxPollRecords bounds the records processed per poll (and so the time the
+// poll loop holds a rebalance back).
+const maxPollRecords = 10000
+
+// partState is an owned partition: its channels' heads and recent
+// publications, its fetch position and its batch writer.
+type partState struct {
+	id int32
+	w  *batchWriter
+
+	// mu guards chans (and their contents) and next. The poll loop writes
+	// them once per poll; Recover reads them.
+	mu    sync.RWMutex
+	chans map[string]*chanState
+	next  int64 // next offset to consume
+	// catchUpTo is the partition's end offset when it was assigned; until
+	// next reaches it the heads may lag those a relay has seen.
+	catchUpTo int64
+
+	touched map[string]int // poll loop scratch: channel → index in a chunk's heads
+}
+
+// chanState is a channel's head and its ring of recent publications (dense
+// seqs, oldest at pos once the ring is full).
+type chanState struct {
+	epoch string
+	seq   uint64
+	ring  []*heraldv1.Publication
+	pos   int
+}
+
+func (c *chanState) push(p *heraldv1.Publication, size int) {
+	if size <= 0 {
+		return
+	}
+	if len(c.ring) < size {
+		if len(c.ring) == cap(c.ring) {
+			grown := make([]*heraldv1.Publication, len(c.ring), min(size, max(4, 2*cap(c.ring))))
+			copy(grown, c.ring)
+			c.ring = grown
+		}
+		c.ring = append(c.ring, p)
+		return
+	}
+	c.ring[c.pos] = p
+	c.pos = (c.pos + 1) % size
+}
+
+// since returns the ring's publications with seq > since, oldest first, and
+// the oldest seq the ring holds (0 when empty).
+func (c *chanState) since(since uint64) ([]*heraldv1.Publication, uint64) {
+	n := len(c.ring)
+	if n == 0 {
+		return nil, 0
+	}
+	oldest := c.ring[c.pos].Seq
+	k := 0
+	if since >= oldest {
+		k = int(since - oldest + 1)
+	}
+	if k >= n {
+		return nil, oldest
+	}
+	out := make([]*heraldv1.Publication, 0, n-k)
+	for ; k < n; k++ {
+		out = append(out, c.ring[(c.pos+k)%n])
+	}
+	return out, oldest
+}
+
+// deriveEpoch is a channel's epoch from its first record: deterministic, so a
+// replay of the log after a crash yields the same epoch.
+func deriveEpoch(channel, id string, offset int64) string {
+	key := channel + "|" + id
+	if id == "" {
+		key = channel + "|@" + strconv.FormatInt(offset, 10)
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:8])
+}
+
+func (s *Server) part(p int32) *partState {
+	s.partsMu.RLock()
+	defer s.partsMu.RUnlock()
+	return s.parts[p]
+}
+
+func (s *Server) ownedParts() []int32 {
+	s.partsMu.RLock()
+	defer s.partsMu.RUnlock()
+	out := make([]int32, 0, len(s.parts))
+	for p := range s.parts {
+		out = append(out, p)
+	}
+	return out
+}
+
+// onAssigned loads the state of newly assigned partitions from the store
+// (retrying until it succeeds or the client closes) and starts their batch
+// writers. With BlockRebalanceOnPoll it never runs during record processing.
+func (s *Server) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	parts := assigned[s.cfg.Topic]
+	if len(parts) == 0 {
+		return
+	}
+	ends := s.endOffsets(ctx, cl, parts)
+	for _, p := range parts {
+		st, err := s.loadPartition(ctx, p)
+		if err != nil {
+			s.log.Error("partition assigned but its state could not be loaded", "partition", p, "err", err)
+			continue
+		}
+		ps := &partState{
+			id:        p,
+			chans:     make(map[string]*chanState, len(st.Heads)),
+			next:      st.NextOffset,
+			catchUpTo: ends[p],
+			touched:   make(map[string]int),
+		}
+		for name, h := range st.Heads {
+			ps.chans[name] = &chanState{epoch: h.Epoch, seq: h.LastSeq}
+		}
+		ps.w = newBatchWriter(s, p)
+		s.partsMu.Lock()
+		old := s.parts[p]
+		s.parts[p] = ps
+		s.partsMu.Unlock()
+		if old != nil { // not expected: assigned twice without a revoke
+			s.closePart(old, true)
+		}
+		s.writersWG.Add(1)
+		go func() {
+			defer s.writersWG.Done()
+			ps.w.run()
+		}()
+		s.log.Info("partition assigned", "partition", p, "next_offset", st.NextOffset, "channels", len(st.Heads), "end_offset", ends[p])
+	}
+	s.publishOwnership()
+}
+
+func (s *Server) loadPartition(ctx context.Context, p int32) (store.PartitionState, error) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		st, err := s.store.LoadPartition(ctx, p)
+		if err == nil {
+			if st.Heads == nil {
+				st.Heads = map[string]store.Head{}
+			}
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return st, fmt.Errorf("loading partition %d: %w", p, err)
+		}
+		s.m.storeErrors.Inc()
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Error("loading partition state, retrying", "partition", p, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// endOffsets returns the end offsets of parts; a partition it cannot learn
+// is reported as -1 (treated as caught up).
+func (s *Server) endOffsets(ctx context.Context, cl *kgo.Client, parts []int32) map[int32]int64 {
+	out := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		out[p] = -1
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	offs, err := kadm.NewClient(cl).ListEndOffsets(lctx, s.cfg.Topic)
+	if err != nil {
+		s.log.Warn("listing end offsets of assigned partitions", "err", err)
+		return out
+	}
+	offs.Each(func(o kadm.ListedOffset) {
+		if _, ok := out[o.Partition]; ok && o.Err == nil {
+			out[o.Partition] = o.Offset
+		}
+	})
+	return out
+}
+
+// adjustOffsets starts every newly assigned partition at its store
+// checkpoint (the earliest offset when never checkpointed), whatever Kafka's
+// committed offsets say.
+func (s *Server) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for topic, parts := range offsets {
+		if topic != s.cfg.Topic {
+			continue
+		}
+		for p := range parts {
+			ps := s.part(p)
+			if ps == nil {
+				return nil, fmt.Errorf("partition %d assigned without its state", p)
+			}
+			ps.mu.RLock()
+			next := ps.next
+			ps.mu.RUnlock()
+			if next > 0 {
+				parts[p] = kgo.NewOffset().At(next)
+			} else {
+				parts[p] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	return offsets, nil
+}
+
+// onRevoked handles revoked and lost partitions: they stop being announced,
+// their pending batches are flushed (bounded by ShutdownTimeout) and their
+// state is dropped. Whatever is not flushed is replayed by the next owner
+// from the checkpoint.
+func (s *Server) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	parts := revoked[s.cfg.Topic]
+	if len(parts) == 0 {
+		return
+	}
+	s.dropParts(parts, true)
+}
+
+// dropParts removes parts from the owned set, announces it, then flushes
+// (when drain) and stops their writers.
+func (s *Server) dropParts(parts []int32, drain bool) {
+	var dropped []*partState
+	s.partsMu.Lock()
+	for _, p := range parts {
+		if ps, ok := s.parts[p]; ok {
+			delete(s.parts, p)
+			dropped = append(dropped, ps)
+		}
+	}
+	s.partsMu.Unlock()
+	if len(dropped) == 0 {
+		return
+	}
+	s.publishOwnership()
+	for _, ps := range dropped {
+		s.closePart(ps, drain)
+		s.log.Info("partition released", "partition", ps.id, "flushed", drain)
+	}
+}
+
+func (s *Server) closePart(ps *partState, drain bool) {
+	ps.w.close(s.cfg.ShutdownTimeout, drain)
+	s.resumeFetch(ps.id) // a pause would outlive the assignment
+	s.m.lag.DeleteLabelValues(strconv.Itoa(int(ps.id)))
+}
+
+// pollLoop is the only goroutine that assigns seqs. Each poll: records are
+// sequenced per partition in offset order, publications are routed to the
+// interested relays (one batch per relay per poll), and each partition's
+// messages are handed to its batch writer.
+func (s *Server) pollLoop(ctx context.Context, cl *kgo.Client) {
+	fo := newFanout(s.interest)
+	bl := &badLog{}
+	for {
+		fetches := cl.PollRecords(ctx, maxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			cl.AllowRebalance()
+			return
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+		})
+		now := time.Now()
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			s.processPartition(fp, fo, now, bl)
+		})
+		if n := fo.flush(s.m); n > 0 {
+			s.m.deliveries.Add(float64(n))
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// processPartition sequences one poll's records of one partition.
+func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now time.Time, bl *badLog) {
+	if fp.Topic != s.cfg.Topic || len(fp.Records) == 0 {
+		return
+	}
+	ps := s.part(fp.Partition)
+	if ps == nil {
+		s.log.Warn("records of a partition this controller does not own, ignored", "partition", fp.Partition, "records", len(fp.Records))
+		return
+	}
+	nparts := s.numParts.Load()
+	var (
+		chunks   []chunk // one per BatchMessages messages, in offset order
+		msgs     []store.Message
+		heads    []store.Head
+		consumed int
+	)
+	cut := func(next int64) {
+		chunks = append(chunks, chunk{msgs: msgs, heads: heads, next: next, at: now})
+		msgs, heads = nil, nil
+		clear(ps.touched)
+	}
+	ps.mu.Lock()
+	start := ps.next
+	for _, rec := range fp.Records {
+		if rec.Offset < ps.next {
+			continue // already sequenced (a refetch)
+		}
+		ps.next = rec.Offset + 1
+		consumed++
+		m := &heraldv1.Message{}
+		if err := proto.Unmarshal(rec.Value, m); err != nil {
+			s.badRecord(bl, rec, "undecodable value", err)
+			continue
+		}
+		if m.Channel == "" {
+			s.badRecord(bl, rec, "empty channel", nil)
+			continue
+		}
+		if nparts > 0 && partition.For(m.Channel, nparts) != rec.Partition {
+			s.badRecord(bl, rec, "channel belongs to partition "+strconv.Itoa(int(partition.For(m.Channel, nparts))), nil)
+			continue
+		}
+		cs := ps.chans[m.Channel]
+		if cs == nil {
+			cs = &chanState{}
+			ps.chans[m.Channel] = cs
+		}
+		if cs.epoch == "" {
+			cs.epoch = deriveEpoch(m.Channel, m.Id, rec.Offset)
+		}
+		cs.seq++
+		pub := &heraldv1.Publication{Channel: m.Channel, Seq: cs.seq, Epoch: cs.epoch, Message: m}
+		cs.push(pub, s.cfg.RingSize)
+		if msgs == nil {
+			msgs = make([]store.Message, 0, min(len(fp.Records), s.cfg.BatchMessages))
+		}
+		msgs = append(msgs, store.Message{
+			ID:          m.Id,
+			Channel:     m.Channel,
+			Seq:         cs.seq,
+			Sender:      m.Sender,
+			Info:        m.Info,
+			Data:        m.Data,
+			ClientMsgID: m.ClientMsgId,
+			PublishedAt: time.UnixMilli(m.PublishedAt),
+			Partition:   rec.Partition,
+			Offset:      rec.Offset,
+		})
+		h := store.Head{Channel: m.Channel, Partition: rec.Partition, Epoch: cs.epoch, LastSeq: cs.seq, Offset: rec.Offset}
+		if i, ok := ps.touched[m.Channel]; ok {
+			heads[i] = h
+		} else {
+			ps.touched[m.Channel] = len(heads)
+			heads = append(heads, h)
+		}
+		fo.route(pub)
+		if !rec.Timestamp.IsZero() {
+			s.m.consumeToStream.Observe(now.Sub(rec.Timestamp).Seconds())
+		}
+		if len(msgs) >= s.cfg.BatchMessages {
+			cut(ps.next)
+		}
+	}
+	next := ps.next
+	if next > start && (len(chunks) == 0 || chunks[len(chunks)-1].next < next) {
+		cut(next) // the rest, or only skipped records: the checkpoint still moves
+	}
+	ps.mu.Unlock()
+
+	for _, c := range chunks {
+		ps.w.add(c)
+	}
+	s.m.recordsConsumed.Add(float64(consumed))
+	if fp.HighWatermark >= next {
+		s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(fp.HighWatermark - next))
+	}
+}
+
+// badLog rate-limits bad-record logs (poll loop only).
+type badLog struct {
+	last       time.Time
+	suppressed int
+}
+
+func (s *Server) badRecord(bl *badLog, rec *kgo.Record, reason string, err error) {
+	s.m.badRecords.Inc()
+	if time.Since(bl.last) < time.Second {
+		bl.suppressed++
+		return
+	}
+	args := []any{"partition", rec.Partition, "offset", rec.Offset, "reason", reason}
+	if err != nil {
+		args = append(args, "err", err)
+	}
+	if bl.suppressed > 0 {
+		args = append(args, "suppressed_since_last_log", bl.suppressed)
+	}
+	s.log.Warn("skipping bad record", args...)
+	bl.last, bl.suppressed = time.Now(), 0
+}

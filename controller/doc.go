@@ -1,0 +1,51 @@
+// Package controller is Herald's controller service: it consumes the
+// messages topic as a member of a Kafka consumer group, gives every record
+// of the partitions it owns its per-channel seq, streams the resulting
+// publications to the relays that asked for their channels (gRPC
+// herald.v1.Router), persists them asynchronously in batches and serves
+// Recover for recent gaps.
+//
+// # Ordering and density (DESIGN.md I1, I2)
+//
+// The store's per-partition checkpoint, not Kafka's committed offsets, is
+// the source of truth. When a partition is assigned, the controller loads
+// its checkpoint and the channel heads as of that checkpoint
+// (store.LoadPartition) and resumes fetching exactly there. Seqs are then a
+// pure function of the log: seq = head+1 in offset order, and a channel's
+// epoch is kept from its head or, for a new channel, derived from its first
+// record (sha256 of channel and message id). A replay after a crash therefore
+// yields the same seqs and epochs, and the store's idempotent writes absorb
+// the duplicates.
+//
+// # Goroutines and their owners
+//
+//   - the poll loop (owned by Run): the only goroutine that assigns seqs.
+//     With kgo.BlockRebalanceOnPoll the partition callbacks (assign, revoke,
+//     lose) run only between two polls, so assignment state changes never
+//     interleave with record processing.
+//   - one batch writer per owned partition (owned by Run through the
+//     partition's lifetime: started on assignment, flushed and stopped on
+//     revocation, loss and shutdown).
+//   - per relay stream: the gRPC handler goroutine is the only sender on the
+//     stream; a receive goroutine (tracked by Run, ends when the handler
+//     returns) applies interest deltas.
+//
+// # Locks (acquire in this order, never the reverse)
+//
+//  1. Server.partsMu: the set of owned partitions.
+//  2. partState.mu: a partition's channel heads and recent-publication rings
+//     (written by the poll loop once per poll, read by Recover).
+//  3. interestShard.mu: one of 64 shards of the channel → relay streams map.
+//
+// Server.streamsMu (the set of relay streams) and batchWriter.mu are leaves:
+// nothing else is acquired while holding them, apart from kgo's own pause
+// lock under batchWriter.mu. No lock is held across store or network I/O.
+//
+// # Backpressure
+//
+// The live path never blocks: a relay stream whose bounded queue is full is
+// closed with codes.ResourceExhausted ("slow relay"); the relay resubscribes
+// and recovers. Persistence lags are bounded by MaxBacklog per partition:
+// when a partition has that many unpersisted messages its fetching is paused
+// until the writer has drained half of them.
+package controller

@@ -1,0 +1,297 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-chat/herald/internal/store"
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// maxRecvBytes bounds one inbound gRPC message (a large interest delta of a
+// relay that resubscribes many channels at once).
+const maxRecvBytes = 16 << 20
+
+// Server is one controller: a consumer group member and a Router gRPC
+// server. Create it with New and run it with Run.
+type Server struct {
+	heraldv1.UnimplementedRouterServer
+
+	cfg   Config
+	store store.Store
+	log   *slog.Logger
+	m     *metrics
+	extra []kgo.Opt
+
+	ln   net.Listener
+	grpc *grpc.Server
+
+	interest *interest
+
+	streamsMu     sync.Mutex
+	streams       map[*relayStream]struct{}
+	streamsClosed bool
+	recvWG        sync.WaitGroup // relay receive goroutines
+
+	ownership atomic.Pointer[heraldv1.Ownership]
+	numParts  atomic.Int32 // the topic's partition count, set by Run
+
+	partsMu   sync.RWMutex
+	parts     map[int32]*partState
+	writersWG sync.WaitGroup // batch writer goroutines
+
+	started atomic.Bool
+	cl      atomic.Pointer[kgo.Client]
+	closing atomic.Bool
+
+	// crashOnStop (tests) makes Run stop without flushing the batch
+	// writers, as a crash would.
+	crashOnStop bool
+}
+
+// New validates cfg, registers the metrics on reg (nil: not registered) and
+// binds the gRPC listener. Kafka is not contacted before Run. extra options
+// are appended to the Kafka client's (tests use them to shorten session
+// timeouts).
+func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.Opt) (*Server, error) {
+	if cfg.ID == "" {
+		cfg.ID = defaultID()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("controller config: %w", err)
+	}
+	if st == nil {
+		return nil, errors.New("controller: nil store")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s (HERALD_CONTROLLER_ADDR): %w", cfg.Addr, err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		store:   st,
+		log:     log,
+		m:       m,
+		extra:   extra,
+		ln:      ln,
+		streams: make(map[*relayStream]struct{}),
+		parts:   make(map[int32]*partState),
+	}
+	s.interest = newInterest(m)
+	s.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))
+	heraldv1.RegisterRouterServer(s.grpc, s)
+	s.ownership.Store(&heraldv1.Ownership{ControllerId: cfg.ID, PartitionCount: cfg.Partitions})
+	return s, nil
+}
+
+// Addr returns the address the gRPC server listens on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// ID returns the controller id announced to relays.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// Run ensures the topic exists, joins the consumer group, serves gRPC and
+// blocks until ctx is canceled; then it shuts down gracefully (relay streams
+// closed, gRPC stopped, batch writers flushed, group left, client closed) and
+// returns nil. It returns an error if it cannot start.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("controller: Run called twice")
+	}
+	n, err := ensureTopic(ctx, s.cfg.Brokers, s.cfg.Topic, s.cfg.Partitions, s.extra)
+	if err != nil {
+		s.ln.Close()
+		return err
+	}
+	s.numParts.Store(n)
+	s.publishOwnership()
+
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(s.cfg.Brokers...),
+		kgo.ClientID("herald-controller"),
+		kgo.ConsumerGroup(s.cfg.Group),
+		kgo.ConsumeTopics(s.cfg.Topic),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(time.Second), // bounds the delay of a resume after a pause
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onRevoked),
+		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
+	}
+	cl, err := kgo.NewClient(append(opts, s.extra...)...)
+	if err != nil {
+		s.ln.Close()
+		return fmt.Errorf("creating kafka client: %w", err)
+	}
+	s.cl.Store(cl)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.grpc.Serve(s.ln) }()
+
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	pollDone := make(chan struct{})
+	go func() {
+		defer close(pollDone)
+		s.pollLoop(pollCtx, cl)
+	}()
+	s.log.Info("controller running", "id", s.cfg.ID, "addr", s.Addr(), "topic", s.cfg.Topic, "partitions", n, "group", s.cfg.Group)
+
+	var runErr error
+	served := false
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		served = true
+		runErr = fmt.Errorf("serving gRPC: %w", err)
+	}
+
+	// Shutdown: relays first (they reconnect elsewhere), then consumption,
+	// then persistence, then the group.
+	s.closing.Store(true)
+	s.closeStreams(status.Error(codes.Unavailable, "controller shutting down"))
+	s.stopGRPC()
+	if !served {
+		<-serveErr
+	}
+	stopPoll()
+	<-pollDone
+	s.dropParts(s.ownedParts(), !s.crashOnStop)
+	leaveCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	if err := cl.LeaveGroupContext(leaveCtx); err != nil {
+		s.log.Warn("leaving consumer group", "err", err)
+	}
+	cancel()
+	cl.Close()
+	s.dropParts(s.ownedParts(), !s.crashOnStop) // assigned during shutdown
+	s.writersWG.Wait()
+	s.recvWG.Wait()
+	s.log.Info("controller stopped", "id", s.cfg.ID)
+	return runErr
+}
+
+func (s *Server) stopGRPC() {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("gRPC graceful stop timed out, stopping", "timeout", s.cfg.ShutdownTimeout)
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// Ready reports whether the controller runs and reaches Kafka and the store.
+func (s *Server) Ready(ctx context.Context) error {
+	cl := s.cl.Load()
+	if cl == nil || s.closing.Load() {
+		return errors.New("controller not running")
+	}
+	if err := cl.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging kafka: %w", err)
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		return fmt.Errorf("pinging store: %w", err)
+	}
+	return nil
+}
+
+// publishOwnership stores the current ownership and tells every relay.
+func (s *Server) publishOwnership() {
+	owned := s.ownedParts()
+	slices.Sort(owned)
+	s.ownership.Store(&heraldv1.Ownership{
+		ControllerId:   s.cfg.ID,
+		PartitionCount: s.numParts.Load(),
+		Partitions:     owned,
+	})
+	s.m.ownedPartitions.Set(float64(len(owned)))
+	s.wakeStreams()
+}
+
+// Ownership returns the partitions this controller owns right now (what it
+// announces to relays).
+func (s *Server) Ownership() *heraldv1.Ownership { return s.ownership.Load() }
+
+func (s *Server) pauseFetch(p int32) {
+	if cl := s.cl.Load(); cl != nil {
+		cl.PauseFetchPartitions(map[string][]int32{s.cfg.Topic: {p}})
+	}
+}
+
+func (s *Server) resumeFetch(p int32) {
+	if cl := s.cl.Load(); cl != nil {
+		cl.ResumeFetchPartitions(map[string][]int32{s.cfg.Topic: {p}})
+	}
+}
+
+// EnsureTopic creates topic with the given partition count if it does not
+// exist. An existing topic with another partition count is an error: the
+// count is fixed at creation (channels map to partitions by it).
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
+	_, err := ensureTopic(ctx, brokers, topic, partitions, nil)
+	return err
+}
+
+// ensureTopic is EnsureTopic returning the topic's partition count.
+func ensureTopic(ctx context.Context, brokers []string, topic string, partitions int32, extra []kgo.Opt) (int32, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, extra...)...)
+	if err != nil {
+		return 0, fmt.Errorf("creating kafka admin client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := adm.CreateTopic(ctx, partitions, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err == nil {
+		return partitions, nil
+	}
+	if !errors.Is(err, kerr.TopicAlreadyExists) {
+		return 0, fmt.Errorf("creating topic %s: %w", topic, err)
+	}
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("describing topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil {
+		return 0, fmt.Errorf("describing topic %s: %v", topic, d.Err)
+	}
+	if got := int32(len(d.Partitions)); got != partitions {
+		return 0, fmt.Errorf("topic %s has %d partitions, configured %d (HERALD_KAFKA_PARTITIONS); the count is fixed at creation", topic, got, partitions)
+	}
+	return partitions, nil
+}
