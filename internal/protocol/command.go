@@ -1,0 +1,166 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Method identifies the request a Command carries.
+type Method uint8
+
+// Methods a relay distinguishes. MethodEmpty is the empty command {}: the
+// client's pong to a server ping. MethodPing is the explicit ping{} request.
+const (
+	MethodEmpty Method = iota
+	MethodPing
+	MethodConnect
+	MethodSubscribe
+	MethodUnsubscribe
+	MethodPublish
+	MethodHistory
+	MethodRefresh
+	MethodUnsupported // presence, presence_stats, send, rpc, sub_refresh
+)
+
+// Command is one client command.
+type Command struct {
+	ID          uint32              `json:"id,omitempty"`
+	Connect     *ConnectRequest     `json:"connect,omitempty"`
+	Subscribe   *SubscribeRequest   `json:"subscribe,omitempty"`
+	Unsubscribe *UnsubscribeRequest `json:"unsubscribe,omitempty"`
+	Publish     *PublishRequest     `json:"publish,omitempty"`
+	History     *HistoryRequest     `json:"history,omitempty"`
+	Refresh     *RefreshRequest     `json:"refresh,omitempty"`
+	Ping        *struct{}           `json:"ping,omitempty"`
+
+	Presence      json.RawMessage `json:"presence,omitempty"`
+	PresenceStats json.RawMessage `json:"presence_stats,omitempty"`
+	Send          json.RawMessage `json:"send,omitempty"`
+	RPC           json.RawMessage `json:"rpc,omitempty"`
+	SubRefresh    json.RawMessage `json:"sub_refresh,omitempty"`
+}
+
+// Method returns the request kind of c.
+func (c *Command) Method() Method {
+	switch {
+	case c.Connect != nil:
+		return MethodConnect
+	case c.Subscribe != nil:
+		return MethodSubscribe
+	case c.Unsubscribe != nil:
+		return MethodUnsubscribe
+	case c.Publish != nil:
+		return MethodPublish
+	case c.History != nil:
+		return MethodHistory
+	case c.Refresh != nil:
+		return MethodRefresh
+	case c.Ping != nil:
+		return MethodPing
+	case c.Presence != nil || c.PresenceStats != nil || c.Send != nil || c.RPC != nil || c.SubRefresh != nil:
+		return MethodUnsupported
+	}
+	return MethodEmpty
+}
+
+// ConnectRequest is connect{token, name, version, subs}.
+type ConnectRequest struct {
+	Token   string                       `json:"token,omitempty"`
+	Data    json.RawMessage              `json:"data,omitempty"`
+	Subs    map[string]*SubscribeRequest `json:"subs,omitempty"`
+	Name    string                       `json:"name,omitempty"`
+	Version string                       `json:"version,omitempty"`
+}
+
+// SubscribeRequest is subscribe{channel, token, recover, offset, epoch}; in
+// connect.subs only recover/offset/epoch are used.
+type SubscribeRequest struct {
+	Channel     string          `json:"channel,omitempty"`
+	Token       string          `json:"token,omitempty"`
+	Recover     bool            `json:"recover,omitempty"`
+	Epoch       string          `json:"epoch,omitempty"`
+	Offset      uint64          `json:"offset,omitempty"`
+	Data        json.RawMessage `json:"data,omitempty"`
+	Positioned  bool            `json:"positioned,omitempty"`
+	Recoverable bool            `json:"recoverable,omitempty"`
+	Flag        int64           `json:"flag,omitempty"`
+}
+
+// UnsubscribeRequest is unsubscribe{channel}.
+type UnsubscribeRequest struct {
+	Channel string `json:"channel,omitempty"`
+}
+
+// PublishRequest is publish{channel, data}; Data is raw JSON.
+type PublishRequest struct {
+	Channel string          `json:"channel,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+}
+
+// StreamPosition is a position in a channel stream.
+type StreamPosition struct {
+	Offset uint64 `json:"offset,omitempty"`
+	Epoch  string `json:"epoch,omitempty"`
+}
+
+// HistoryRequest is history{channel, limit, since, reverse}.
+type HistoryRequest struct {
+	Channel string          `json:"channel,omitempty"`
+	Limit   int32           `json:"limit,omitempty"`
+	Since   *StreamPosition `json:"since,omitempty"`
+	Reverse bool            `json:"reverse,omitempty"`
+}
+
+// RefreshRequest is refresh{token}.
+type RefreshRequest struct {
+	Token string `json:"token,omitempty"`
+}
+
+// ErrEmptyCommand is returned for a frame that holds no command at all.
+var ErrEmptyCommand = errors.New("protocol: empty frame")
+
+// DecodeCommands decodes every "\n"-separated command of a text frame and
+// calls fn for each, in order. It stops at the first malformed command or the
+// first error fn returns. Each Command is freshly allocated; fn may keep it.
+// String and raw fields are copies: data may be reused after return.
+func DecodeCommands(data []byte, fn func(*Command) error) error {
+	n := 0
+	for len(data) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		cmd, err := DecodeCommand(line)
+		if err != nil {
+			return err
+		}
+		n++
+		if err := fn(cmd); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return ErrEmptyCommand
+	}
+	return nil
+}
+
+// DecodeCommand decodes one JSON command.
+func DecodeCommand(line []byte) (*Command, error) {
+	if len(line) == 0 || line[0] != '{' {
+		return nil, fmt.Errorf("protocol: decoding command: not a JSON object")
+	}
+	cmd := new(Command)
+	if err := json.Unmarshal(line, cmd); err != nil {
+		return nil, fmt.Errorf("protocol: decoding command: %w", err)
+	}
+	return cmd, nil
+}

@@ -1,0 +1,259 @@
+package relay
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
+)
+
+// startKafka runs kfake with the topic created explicitly.
+func startKafka(t testing.TB, topic string, partitions int32) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	return c.ListenAddrs()
+}
+
+// fakeController is an in-test heraldv1.RouterServer: it consumes the topic,
+// assigns per-channel seqs, streams publications to interested relays and
+// serves Recover. It owns every partition.
+type fakeController struct {
+	heraldv1.UnimplementedRouterServer
+	partitions int32
+
+	mu      sync.Mutex
+	chans   map[string]*fakeChan
+	streams map[*fakeStream]struct{}
+	// skip, when set, is asked before a publication is streamed; true
+	// withholds it from the streams (it stays recoverable).
+	skip func(*heraldv1.Publication) bool
+	// hello records the relay ids seen.
+	hellos []string
+}
+
+type fakeChan struct {
+	epoch string
+	pubs  []*heraldv1.Publication
+}
+
+type fakeStream struct {
+	mu       sync.Mutex
+	s        heraldv1.Router_StreamServer
+	interest map[string]bool
+}
+
+func startFakeController(t testing.TB, brokers []string, topic string, partitions int32) (*fakeController, string) {
+	t.Helper()
+	fc := &fakeController{partitions: partitions, chans: map[string]*fakeChan{}, streams: map[*fakeStream]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	heraldv1.RegisterRouterServer(gs, fc)
+	go func() { _ = gs.Serve(ln) }()
+
+	cons, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cons.PollFetches(ctx)
+			fs.EachRecord(func(r *kgo.Record) {
+				var m heraldv1.Message
+				if err := proto.Unmarshal(r.Value, &m); err != nil {
+					t.Errorf("fake controller: bad record: %v", err)
+					return
+				}
+				fc.ingest(&m)
+			})
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		cons.Close()
+		gs.Stop()
+	})
+	return fc, ln.Addr().String()
+}
+
+func (fc *fakeController) chanLocked(ch string) *fakeChan {
+	c := fc.chans[ch]
+	if c == nil {
+		c = &fakeChan{epoch: "ep-" + ch}
+		fc.chans[ch] = c
+	}
+	return c
+}
+
+func (fc *fakeController) ingest(m *heraldv1.Message) {
+	fc.mu.Lock()
+	c := fc.chanLocked(m.Channel)
+	p := &heraldv1.Publication{Channel: m.Channel, Seq: uint64(len(c.pubs) + 1), Epoch: c.epoch, Message: m}
+	c.pubs = append(c.pubs, p)
+	var targets []*fakeStream
+	if fc.skip == nil || !fc.skip(p) {
+		for s := range fc.streams {
+			s.mu.Lock()
+			if s.interest[m.Channel] {
+				targets = append(targets, s)
+			}
+			s.mu.Unlock()
+		}
+	}
+	fc.mu.Unlock()
+	for _, s := range targets {
+		s.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Batch{Batch: &heraldv1.PublicationBatch{Publications: []*heraldv1.Publication{p}}}})
+	}
+}
+
+func (s *fakeStream) send(m *heraldv1.ControllerMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.s.Send(m)
+}
+
+// broadcast sends pubs as one batch to every stream (for gap tests).
+func (fc *fakeController) broadcast(pubs ...*heraldv1.Publication) {
+	fc.mu.Lock()
+	var targets []*fakeStream
+	for s := range fc.streams {
+		targets = append(targets, s)
+	}
+	fc.mu.Unlock()
+	for _, s := range targets {
+		s.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Batch{Batch: &heraldv1.PublicationBatch{Publications: pubs}}})
+	}
+}
+
+func (fc *fakeController) Stream(stream heraldv1.Router_StreamServer) error {
+	fs := &fakeStream{s: stream, interest: map[string]bool{}}
+	all := make([]int32, fc.partitions)
+	for i := range all {
+		all[i] = int32(i)
+	}
+	fs.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Ownership{Ownership: &heraldv1.Ownership{ControllerId: "fake", PartitionCount: fc.partitions, Partitions: all}}})
+	fc.mu.Lock()
+	fc.streams[fs] = struct{}{}
+	fc.mu.Unlock()
+	defer func() {
+		fc.mu.Lock()
+		delete(fc.streams, fs)
+		fc.mu.Unlock()
+	}()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return nil
+		}
+		switch k := msg.Kind.(type) {
+		case *heraldv1.RelayMessage_Hello:
+			fc.mu.Lock()
+			fc.hellos = append(fc.hellos, k.Hello.RelayId)
+			fc.mu.Unlock()
+		case *heraldv1.RelayMessage_Interest:
+			fs.mu.Lock()
+			for _, ch := range k.Interest.Add {
+				fs.interest[ch] = true
+			}
+			for _, ch := range k.Interest.Remove {
+				delete(fs.interest, ch)
+			}
+			fs.mu.Unlock()
+		}
+	}
+}
+
+func (fc *fakeController) interested(ch string) bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for s := range fc.streams {
+		s.mu.Lock()
+		ok := s.interest[ch]
+		s.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (fc *fakeController) Recover(_ context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
+	if req.Channel == "" {
+		return nil, status.Error(codes.InvalidArgument, "no channel")
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	c := fc.chanLocked(req.Channel)
+	resp := &heraldv1.RecoverResponse{Epoch: c.epoch, Offset: uint64(len(c.pubs))}
+	if req.Epoch != "" && req.Epoch != c.epoch {
+		return resp, nil
+	}
+	for i := req.Since; i < uint64(len(c.pubs)) && uint32(len(resp.Publications)) < req.Limit; i++ {
+		resp.Publications = append(resp.Publications, c.pubs[i])
+	}
+	resp.Recovered = req.Since+uint64(len(resp.Publications)) == resp.Offset
+	return resp, nil
+}
+
+// notOwner is a controller that owns nothing: Recover answers
+// FailedPrecondition and its stream only sends an empty ownership.
+type notOwner struct {
+	heraldv1.UnimplementedRouterServer
+}
+
+func (notOwner) Recover(context.Context, *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
+	return nil, status.Error(codes.FailedPrecondition, "not the owner")
+}
+
+func (notOwner) Stream(s heraldv1.Router_StreamServer) error {
+	_ = s.Send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Ownership{Ownership: &heraldv1.Ownership{ControllerId: "none", PartitionCount: 4}}})
+	for {
+		if _, err := s.Recv(); err != nil {
+			return nil
+		}
+	}
+}
+
+func startNotOwner(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	heraldv1.RegisterRouterServer(gs, notOwner{})
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	return ln.Addr().String()
+}

@@ -1,0 +1,46 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the relay's Prometheus metrics (prefix herald_relay_).
+type metrics struct {
+	connections       prometheus.Gauge
+	connects          prometheus.Counter
+	disconnects       *prometheus.CounterVec
+	subscriptions     prometheus.Gauge
+	framesIn          prometheus.Counter
+	framesOut         prometheus.Counter
+	bytesIn           prometheus.Counter
+	bytesOut          prometheus.Counter
+	publishAck        prometheus.Histogram
+	fanout            prometheus.Histogram
+	slowDisconnects   prometheus.Counter
+	controllerStreams *prometheus.GaugeVec
+	pushesDropped     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "herald", "relay"
+	m := &metrics{
+		connections:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connections", Help: "Open client connections."}),
+		connects:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connects_total", Help: "Successful connect commands."}),
+		disconnects:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "disconnects_total", Help: "Connections closed, by close code (0 = closed by the client or network)."}, []string{"code"}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions", Help: "Active client subscriptions."}),
+		framesIn:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_in_total", Help: "WebSocket frames received."}),
+		framesOut:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_out_total", Help: "WebSocket frames sent."}),
+		bytesIn:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_in_total", Help: "Bytes received from clients."}),
+		bytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_out_total", Help: "Bytes written to clients."}),
+		publishAck: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "publish_ack_seconds", Help: "Time from a publish command to the Kafka ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "broadcast_fanout", Help: "Local subscribers a publication was delivered to, per event loop task.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		slowDisconnects:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound bytes exceeded the cap."}),
+		controllerStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "controller_streams", Help: "Controller streams by state (up, down)."}, []string{"state"}),
+		pushesDropped:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_dropped_total", Help: "Publications not broadcast, by reason (duplicate, overflow, unknown)."}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
+			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.slowDisconnects, m.controllerStreams, m.pushesDropped)
+	}
+	return m
+}

@@ -1,0 +1,466 @@
+package relay
+
+import (
+	"context"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/herald-chat/herald/internal/protocol"
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
+)
+
+const numShards = 64
+
+// itemKind is what a loop task does for one channel.
+type itemKind uint8
+
+const (
+	itemPub   itemKind = iota // deliver frame (seq) to live subscriptions
+	itemReady                 // the channel is positioned at (epoch, seq)
+	itemFail                  // the channel could not be positioned
+	itemReset                 // continuity broke (epoch change, lost gap): subscribers must recover
+)
+
+// item is one unit of work for a loop, for one channel.
+type item struct {
+	kind  itemKind
+	ch    string
+	seq   uint64
+	epoch string
+	frame []byte // itemPub: the complete WebSocket frame, shared by all subscribers
+}
+
+// entryState is the lifecycle of a channel entry.
+type entryState uint8
+
+const (
+	entrySyncing entryState = iota // interest sent, asking the owner for the position
+	entrySynced
+	entryFilling // a gap was seen; recovering the missing publications
+	entryFailed  // positioning failed; the next join retries
+)
+
+// entry is one channel with local subscribers. Guarded by its shard's mutex.
+type entry struct {
+	ch        string
+	state     entryState
+	epoch     string
+	last      uint64 // last seq broadcast (no push with seq <= last goes out)
+	perLoop   []int32
+	total     int
+	buf       []*heraldv1.Publication // pushes held while syncing or filling
+	idleSince time.Time
+	queued    bool
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*entry
+}
+
+// router maps channels to local subscribers (per event loop) and keeps every
+// channel's broadcast gap-free and duplicate-free (I4). Lock order: shard
+// mutex, then nothing (no I/O under a shard lock; loop tasks are queued
+// after unlocking).
+type router struct {
+	srv    *Server
+	seed   maphash.Seed
+	shards [numShards]shard
+
+	// imu orders interest messages: the janitor deletes idle entries and
+	// sends their removal under it, and a new entry's add is sent under it,
+	// so a re-added channel's add never precedes its removal.
+	imu sync.Mutex
+
+	qmu    sync.Mutex
+	queue  []string
+	notify chan struct{}
+}
+
+func newRouter(srv *Server) *router {
+	r := &router{srv: srv, seed: maphash.MakeSeed(), notify: make(chan struct{}, 1)}
+	for i := range r.shards {
+		r.shards[i].m = map[string]*entry{}
+	}
+	return r
+}
+
+func (r *router) shard(ch string) *shard {
+	return &r.shards[maphash.String(r.seed, ch)%numShards]
+}
+
+// join adds a subscriber of loop li. When the channel is positioned it
+// returns its epoch and last seq; otherwise the loop gets an itemReady (or
+// itemFail) later.
+func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool) {
+	sh := r.shard(ch)
+	sh.mu.Lock()
+	e := sh.m[ch]
+	need := false
+	if e == nil {
+		e = &entry{ch: ch, perLoop: make([]int32, r.srv.numLoops)}
+		sh.m[ch] = e
+		need = true
+	} else if e.state == entryFailed {
+		e.state = entrySyncing
+		need = true
+	}
+	e.perLoop[li]++
+	e.total++
+	e.idleSince = time.Time{}
+	synced = e.state == entrySynced || e.state == entryFilling
+	epoch, last = e.epoch, e.last
+	if need {
+		need = !e.queued
+		e.queued = true
+	}
+	sh.mu.Unlock()
+	if need {
+		r.enqueue(ch)
+	}
+	return epoch, last, synced
+}
+
+// leave removes a subscriber of loop li; an entry without subscribers is
+// dropped by the janitor after the grace period.
+func (r *router) leave(ch string, li int) {
+	sh := r.shard(ch)
+	sh.mu.Lock()
+	if e := sh.m[ch]; e != nil && e.perLoop[li] > 0 {
+		e.perLoop[li]--
+		e.total--
+		if e.total == 0 {
+			e.idleSince = time.Now()
+		}
+	}
+	sh.mu.Unlock()
+}
+
+// position returns the epoch and last seq of a synced channel.
+func (r *router) position(ch string) (epoch string, last uint64, ok bool) {
+	sh := r.shard(ch)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[ch]; e != nil && (e.state == entrySynced || e.state == entryFilling) {
+		return e.epoch, e.last, true
+	}
+	return "", 0, false
+}
+
+// channels returns every channel with an entry (the interest set).
+func (r *router) channels() []string {
+	var out []string
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for ch := range sh.m {
+			out = append(out, ch)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// batch collects loop items while the router processes publications.
+type batch struct {
+	perLoop [][]item
+}
+
+func (r *router) newBatch() *batch { return &batch{perLoop: make([][]item, r.srv.numLoops)} }
+
+// add queues it for every loop with subscribers of e. Caller holds the lock.
+func (b *batch) add(e *entry, it item) {
+	for li, n := range e.perLoop {
+		if n > 0 {
+			b.perLoop[li] = append(b.perLoop[li], it)
+		}
+	}
+}
+
+// dispatch hands each loop its items as one task.
+func (r *router) dispatch(b *batch) {
+	for li, items := range b.perLoop {
+		if len(items) == 0 {
+			continue
+		}
+		l := r.srv.loopAt(li)
+		if l == nil {
+			continue
+		}
+		l.execute(func() { l.deliver(items) })
+	}
+}
+
+// handleBatch applies a controller's publications. Called from the
+// controller stream goroutines.
+func (r *router) handleBatch(pubs []*heraldv1.Publication) {
+	b := r.newBatch()
+	for _, p := range pubs {
+		sh := r.shard(p.GetChannel())
+		sh.mu.Lock()
+		e := sh.m[p.GetChannel()]
+		if e == nil {
+			sh.mu.Unlock()
+			r.srv.m.pushesDropped.WithLabelValues("unknown").Inc()
+			continue
+		}
+		r.applyLocked(e, p, b)
+		sh.mu.Unlock()
+	}
+	r.dispatch(b)
+}
+
+// applyLocked moves one publication through e's state machine: hold it while
+// positioning, drop it when not new, broadcast it when next, or start a gap
+// fill. Caller holds the shard lock.
+func (r *router) applyLocked(e *entry, p *heraldv1.Publication, b *batch) {
+	switch e.state {
+	case entrySyncing, entryFilling:
+		r.hold(e, p)
+		return
+	case entryFailed:
+		return
+	}
+	if p.GetEpoch() != e.epoch {
+		if e.epoch != "" || e.last != 0 {
+			// The channel restarted with a new epoch: positions are void.
+			b.add(e, item{kind: itemReset, ch: e.ch})
+		}
+		e.epoch, e.last = p.GetEpoch(), 0
+	}
+	switch seq := p.GetSeq(); {
+	case seq <= e.last:
+		r.srv.m.pushesDropped.WithLabelValues("duplicate").Inc()
+	case seq == e.last+1:
+		e.last = seq
+		b.add(e, item{kind: itemPub, ch: e.ch, seq: seq, frame: encodePush(p)})
+	default:
+		e.state = entryFilling
+		r.hold(e, p)
+		if !e.queued {
+			e.queued = true
+			r.enqueue(e.ch)
+		}
+	}
+}
+
+func (r *router) hold(e *entry, p *heraldv1.Publication) {
+	if len(e.buf) >= r.srv.cfg.PendingLimit {
+		// Dropping is safe: the hole shows up as a gap and is filled.
+		r.srv.m.pushesDropped.WithLabelValues("overflow").Inc()
+		return
+	}
+	e.buf = append(e.buf, p)
+}
+
+// drainLocked re-applies held publications in seq order.
+func (r *router) drainLocked(e *entry, b *batch) {
+	held := e.buf
+	e.buf = nil
+	slices.SortFunc(held, func(a, b *heraldv1.Publication) int {
+		switch {
+		case a.GetSeq() < b.GetSeq():
+			return -1
+		case a.GetSeq() > b.GetSeq():
+			return 1
+		}
+		return 0
+	})
+	for _, p := range held {
+		r.applyLocked(e, p, b)
+	}
+}
+
+// encodePush builds the complete WebSocket frame of a publication push, once
+// per relay; every subscriber gets the same bytes.
+func encodePush(p *heraldv1.Publication) []byte {
+	m := p.GetMessage()
+	pub := protocol.Publication{Offset: p.GetSeq()}
+	var info protocol.ClientInfo
+	if m != nil {
+		pub.Data = m.GetData()
+		info = protocol.ClientInfo{User: m.GetSender(), ConnInfo: m.GetInfo()}
+		pub.Info = &info
+	}
+	buf := make([]byte, maxServerHeader, maxServerHeader+128+len(p.GetChannel())+len(pub.Data)+len(info.ConnInfo)+len(info.User))
+	buf = protocol.AppendPush(buf, p.GetChannel(), &pub)
+	return framePrefixed(buf)
+}
+
+// --- sync and gap-fill workers ---------------------------------------------
+
+func (r *router) enqueue(ch string) {
+	r.qmu.Lock()
+	r.queue = append(r.queue, ch)
+	r.qmu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *router) next() (string, bool) {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	if len(r.queue) == 0 {
+		return "", false
+	}
+	ch := r.queue[0]
+	r.queue[0] = ""
+	r.queue = r.queue[1:]
+	if len(r.queue) > 0 {
+		select {
+		case r.notify <- struct{}{}:
+		default:
+		}
+	}
+	return ch, true
+}
+
+// worker runs syncs and gap fills until ctx ends.
+func (r *router) worker(ctx context.Context) {
+	for {
+		ch, ok := r.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.notify:
+				continue
+			}
+		}
+		r.process(ctx, ch)
+	}
+}
+
+func (r *router) process(ctx context.Context, ch string) {
+	sh := r.shard(ch)
+	sh.mu.Lock()
+	e := sh.m[ch]
+	if e == nil {
+		sh.mu.Unlock()
+		return
+	}
+	e.queued = false
+	state, since, epoch := e.state, e.last, e.epoch
+	var target uint64
+	if state == entryFilling {
+		target = minSeq(e.buf) - 1
+	}
+	sh.mu.Unlock()
+
+	switch state {
+	case entrySyncing:
+		r.sync(ctx, sh, e)
+	case entryFilling:
+		r.fill(ctx, sh, e, since, epoch, target)
+	}
+}
+
+// sync positions a new entry: interest add first, then the owner's position,
+// then the publications held meanwhile.
+func (r *router) sync(ctx context.Context, sh *shard, e *entry) {
+	r.imu.Lock()
+	r.srv.links.addInterest(e.ch)
+	r.imu.Unlock()
+	resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: e.ch})
+	b := r.newBatch()
+	sh.mu.Lock()
+	if sh.m[e.ch] != e {
+		sh.mu.Unlock()
+		return
+	}
+	if err != nil {
+		e.state = entryFailed
+		e.buf = nil
+		b.add(e, item{kind: itemFail, ch: e.ch})
+		if e.total == 0 {
+			delete(sh.m, e.ch)
+		}
+		sh.mu.Unlock()
+		r.srv.log.Warn("positioning channel failed", "err", err)
+		r.dispatch(b)
+		return
+	}
+	e.state = entrySynced
+	e.epoch, e.last = resp.GetEpoch(), resp.GetOffset()
+	b.add(e, item{kind: itemReady, ch: e.ch, epoch: e.epoch, seq: e.last})
+	r.drainLocked(e, b)
+	sh.mu.Unlock()
+	r.dispatch(b)
+}
+
+// fill recovers the publications between e.last and the first held one.
+func (r *router) fill(ctx context.Context, sh *shard, e *entry, since uint64, epoch string, target uint64) {
+	var pubs []*heraldv1.Publication
+	ok := true
+	if target > since {
+		pubs, ok = r.srv.recoverRange(ctx, e.ch, since, epoch, target)
+	}
+	b := r.newBatch()
+	sh.mu.Lock()
+	if sh.m[e.ch] != e || e.state != entryFilling {
+		sh.mu.Unlock()
+		return
+	}
+	e.state = entrySynced
+	if ok {
+		for _, p := range pubs {
+			r.applyLocked(e, p, b)
+		}
+	}
+	if !ok || e.last < target {
+		// Out of reach: skip ahead; subscribers must recover themselves.
+		b.add(e, item{kind: itemReset, ch: e.ch})
+		if e.last < target {
+			e.last = target
+		}
+	}
+	r.drainLocked(e, b)
+	sh.mu.Unlock()
+	r.dispatch(b)
+}
+
+func minSeq(ps []*heraldv1.Publication) uint64 {
+	var m uint64
+	for i, p := range ps {
+		if i == 0 || p.GetSeq() < m {
+			m = p.GetSeq()
+		}
+	}
+	return m
+}
+
+// janitor drops entries that have had no subscriber for the grace period and
+// sends the interest removals.
+func (r *router) janitor(ctx context.Context) {
+	grace := r.srv.cfg.InterestGrace
+	t := time.NewTicker(max(grace/4, 50*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var removed []string
+			r.imu.Lock()
+			for i := range r.shards {
+				sh := &r.shards[i]
+				sh.mu.Lock()
+				for ch, e := range sh.m {
+					if e.total == 0 && !e.idleSince.IsZero() && now.Sub(e.idleSince) >= grace {
+						delete(sh.m, ch)
+						removed = append(removed, ch)
+					}
+				}
+				sh.mu.Unlock()
+			}
+			if len(removed) > 0 {
+				r.srv.links.removeInterest(removed)
+			}
+			r.imu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,523 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/protocol"
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
+)
+
+// Version is reported to clients in the connect reply.
+const Version = "herald"
+
+const wsPath = "/connection/websocket"
+
+// Server is one relay: gnet event loops holding the client connections, a
+// router of channels to local subscribers, one stream per controller and a
+// Kafka producer.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg      Config
+	verifier *auth.Verifier
+	log      *slog.Logger
+	m        *metrics
+
+	numLoops int
+	loopsMu  sync.RWMutex
+	loops    []*loop
+	loopByEL map[gnet.EventLoop]*loop
+
+	router *router
+	links  *links
+	kcl    *kgo.Client
+	pool   *pool
+
+	// bg lives until Run returns; off-loop work (router workers, recovery,
+	// history) uses it.
+	bg       context.Context
+	bgCancel context.CancelFunc
+
+	eng      gnet.Engine
+	booted   chan struct{}
+	addr     atomic.Value // string, bound address
+	stopping atomic.Bool
+}
+
+// New builds a relay. kgoOpts are appended to the producer options (seed
+// brokers from cfg, manual partitioning, acks=all, idempotent writes), so
+// tests and `herald dev` can point it at an embedded Kafka.
+func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer, kgoOpts ...kgo.Opt) (*Server, error) {
+	if verifier == nil {
+		return nil, errors.New("relay: nil token verifier")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.RelayID == "" {
+		host, _ := os.Hostname()
+		cfg.RelayID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newUUID()[:8])
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	n := cfg.EventLoops
+	if n <= 0 {
+		n = 1
+		if cfg.Multicore {
+			n = runtime.NumCPU()
+		}
+	}
+	s := &Server{
+		cfg:      cfg,
+		verifier: verifier,
+		log:      log.With("service", "relay"),
+		m:        newMetrics(reg),
+		numLoops: n,
+		loops:    make([]*loop, n),
+		loopByEL: map[gnet.EventLoop]*loop{},
+		booted:   make(chan struct{}),
+	}
+	s.bg, s.bgCancel = context.WithCancel(context.Background())
+	s.router = newRouter(s)
+	var err error
+	if s.links, err = newLinks(s, cfg.Controllers); err != nil {
+		return nil, err
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.DefaultProduceTopic(cfg.Topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.MaxBufferedRecords(100_000),
+	}
+	if s.kcl, err = kgo.NewClient(append(opts, kgoOpts...)...); err != nil {
+		s.links.close()
+		return nil, fmt.Errorf("creating Kafka client: %w", err)
+	}
+	s.pool = newPool(cfg.Workers, cfg.WorkerQueue)
+	return s, nil
+}
+
+// Addr returns the bound WebSocket address once Run has started listening.
+func (s *Server) Addr() string {
+	if v, ok := s.addr.Load().(string); ok {
+		return v
+	}
+	return ""
+}
+
+// Ready reports nil when the listener is up, at least one controller stream
+// is open and Kafka answers.
+func (s *Server) Ready(ctx context.Context) error {
+	select {
+	case <-s.booted:
+	default:
+		return errors.New("relay: not listening yet")
+	}
+	if s.stopping.Load() {
+		return errors.New("relay: shutting down")
+	}
+	if s.links.up() == 0 {
+		return errors.New("relay: no controller stream open")
+	}
+	if err := s.kcl.Ping(ctx); err != nil {
+		return fmt.Errorf("relay: pinging Kafka: %w", err)
+	}
+	return nil
+}
+
+// Run serves until ctx is cancelled, then disconnects clients with 3001
+// shutdown, closes the controller streams, flushes the producer and returns
+// nil. It returns an error when the listener cannot be bound.
+func (s *Server) Run(ctx context.Context) error {
+	bg, cancel := s.bg, s.bgCancel
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		s.pool.close()
+		s.links.close()
+		s.kcl.Close()
+	}()
+
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- gnet.Run(s, "tcp://"+s.cfg.Addr,
+			gnet.WithMulticore(s.numLoops > 1),
+			gnet.WithNumEventLoop(s.numLoops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{s.log}),
+		)
+	}()
+	select {
+	case err := <-runErr:
+		return fmt.Errorf("relay: listening on %s: %w", s.cfg.Addr, err)
+	case <-s.booted:
+	}
+	s.log.Info("relay listening", "addr", s.Addr(), "loops", s.numLoops, "controllers", len(s.links.links))
+
+	for i := 0; i < s.cfg.RouterWorkers; i++ {
+		wg.Go(func() { s.router.worker(bg) })
+	}
+	wg.Go(func() { s.router.janitor(bg) })
+	wg.Go(func() { s.ticker(bg) })
+	for _, l := range s.links.links {
+		wg.Go(func() { s.links.run(bg, l) })
+	}
+
+	select {
+	case err := <-runErr:
+		return fmt.Errorf("relay: event loops stopped: %w", err)
+	case <-ctx.Done():
+	}
+	s.shutdown()
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := s.eng.Stop(sctx); err != nil {
+		s.log.Warn("stopping event loops", "err", err)
+	}
+	<-runErr
+	cancel()
+	wg.Wait()
+	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer fcancel()
+	if err := s.kcl.Flush(fctx); err != nil {
+		s.log.Warn("flushing producer", "err", err)
+	}
+	s.log.Info("relay stopped")
+	return nil
+}
+
+// shutdown disconnects every client with 3001 and waits briefly for the
+// close frames to be written.
+func (s *Server) shutdown() {
+	s.stopping.Store(true)
+	var wg sync.WaitGroup
+	for _, l := range s.allLoops() {
+		wg.Add(1)
+		l.execute(func() {
+			defer wg.Done()
+			for cl := range l.conns {
+				if cl.state == stateHTTP {
+					cl.state = stateClosing
+					_ = cl.c.Close()
+					continue
+				}
+				cl.disconnect(protocol.DisconnectShutdown)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+func (s *Server) allLoops() []*loop {
+	s.loopsMu.RLock()
+	defer s.loopsMu.RUnlock()
+	out := make([]*loop, 0, len(s.loops))
+	for _, l := range s.loops {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s *Server) loopAt(i int) *loop {
+	s.loopsMu.RLock()
+	defer s.loopsMu.RUnlock()
+	return s.loops[i]
+}
+
+// loopOf returns the relay state of gnet loop el, creating it on first use.
+func (s *Server) loopOf(el gnet.EventLoop) *loop {
+	s.loopsMu.RLock()
+	l := s.loopByEL[el]
+	s.loopsMu.RUnlock()
+	if l != nil {
+		return l
+	}
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	if l = s.loopByEL[el]; l != nil {
+		return l
+	}
+	idx := len(s.loopByEL)
+	if idx >= s.numLoops {
+		panic("relay: more gnet event loops than configured")
+	}
+	l = newLoop(idx, el, s)
+	s.loopByEL[el] = l
+	s.loops[idx] = l
+	return l
+}
+
+// ticker drives the per-connection timers of every loop.
+func (s *Server) ticker(ctx context.Context) {
+	d := min(s.cfg.PingInterval, s.cfg.PongTimeout, s.cfg.HandshakeTimeout) / 4
+	d = max(min(d, time.Second), 20*time.Millisecond)
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, l := range s.allLoops() {
+				l.execute(func() { l.tick(now) })
+			}
+		}
+	}
+}
+
+// --- gnet.EventHandler -----------------------------------------------------
+
+// OnBoot records the engine and the bound address.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	s.addr.Store(s.cfg.Addr)
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := syscall.Getsockname(fd); err == nil {
+			if in4, ok := sa.(*syscall.SockaddrInet4); ok {
+				s.addr.Store(net.JoinHostPort(net.IP(in4.Addr[:]).String(), fmt.Sprint(in4.Port)))
+			} else if in6, ok := sa.(*syscall.SockaddrInet6); ok {
+				s.addr.Store(net.JoinHostPort(net.IP(in6.Addr[:]).String(), fmt.Sprint(in6.Port)))
+			}
+		}
+		_ = syscall.Close(fd)
+	}
+	close(s.booted)
+	return gnet.None
+}
+
+// OnOpen creates the connection state; nothing is allocated but the struct.
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if s.stopping.Load() {
+		return nil, gnet.Close
+	}
+	l := s.loopOf(c.EventLoop())
+	cl := &client{c: c, l: l, deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano()}
+	c.SetContext(cl)
+	l.conns[cl] = struct{}{}
+	s.m.connections.Inc()
+	return nil, gnet.None
+}
+
+// OnTraffic parses what arrived.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cl, _ := c.Context().(*client)
+	if cl == nil {
+		return gnet.Close
+	}
+	cl.onTraffic()
+	return gnet.None
+}
+
+// OnClose releases the connection's subscriptions.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cl, _ := c.Context().(*client)
+	if cl == nil || cl.state == stateClosed {
+		return gnet.None
+	}
+	cl.state = stateClosed
+	l := cl.l
+	delete(l.conns, cl)
+	for _, sub := range cl.subs {
+		l.removeSub(cl, sub)
+	}
+	cl.clearIOV()
+	cl.frag = nil
+	cl.connect = nil
+	s.m.connections.Dec()
+	s.m.disconnects.WithLabelValues(codeLabel(cl.closeCode)).Inc()
+	return gnet.None
+}
+
+// --- Kafka, history, recovery ----------------------------------------------
+
+// publish produces one message; done runs on a franz-go goroutine after the
+// ack (or failure). It never blocks.
+func (s *Server) publish(ch, sender string, info, data []byte, done func(error)) {
+	msg := &heraldv1.Message{
+		Id:          newUUIDv7(),
+		Channel:     ch,
+		Sender:      sender,
+		Info:        info,
+		Data:        append([]byte(nil), data...),
+		PublishedAt: time.Now().UnixMilli(),
+	}
+	value, err := proto.Marshal(msg)
+	if err != nil {
+		done(fmt.Errorf("encoding message: %w", err))
+		return
+	}
+	rec := &kgo.Record{Topic: s.cfg.Topic, Key: []byte(ch), Value: value, Partition: partition.For(ch, int32(s.cfg.Partitions))}
+	start := time.Now()
+	s.kcl.TryProduce(context.Background(), rec, func(_ *kgo.Record, err error) {
+		if err == nil {
+			s.m.publishAck.Observe(time.Since(start).Seconds())
+		} else {
+			s.log.Warn("publish failed", "err", err)
+		}
+		done(err)
+	})
+}
+
+// recoverRange fetches the publications of ch with since < seq <= until from
+// the owner. ok is false when they are out of reach (epoch changed, trimmed,
+// controller unavailable).
+func (s *Server) recoverRange(ctx context.Context, ch string, since uint64, epoch string, until uint64) ([]*heraldv1.Publication, bool) {
+	var out []*heraldv1.Publication
+	next := since
+	stalls := 0
+	for next < until {
+		resp, err := s.links.recoverRetry(ctx, &heraldv1.RecoverRequest{
+			Channel: ch, Since: next, Epoch: epoch, Limit: uint32(min(until-next, 1000)),
+		})
+		if err != nil || resp.GetEpoch() != epoch {
+			return nil, false
+		}
+		progressed := false
+		for _, p := range resp.GetPublications() {
+			if p.GetSeq() == next+1 && next < until {
+				out = append(out, p)
+				next++
+				progressed = true
+			}
+		}
+		if !progressed {
+			if !resp.GetRecovered() && resp.GetOffset() > next {
+				return nil, false // the range is no longer available
+			}
+			// The owner may not have caught up with what we saw live yet.
+			if stalls++; stalls > 10 {
+				return nil, false
+			}
+			select {
+			case <-ctx.Done():
+				return nil, false
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return out, true
+}
+
+// --- worker pool -----------------------------------------------------------
+
+// pool runs blocking jobs (history, recovery) off the event loops with a
+// bounded queue.
+type pool struct {
+	jobs chan func()
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+func newPool(workers, queue int) *pool {
+	p := &pool{jobs: make(chan func(), queue)}
+	for i := 0; i < workers; i++ {
+		p.wg.Go(func() {
+			for job := range p.jobs {
+				job()
+			}
+		})
+	}
+	return p
+}
+
+// trySubmit queues job; false when the queue is full or closed.
+func (p *pool) trySubmit(job func()) (ok bool) {
+	defer func() {
+		if recover() != nil { // closed during shutdown
+			ok = false
+		}
+	}()
+	select {
+	case p.jobs <- job:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *pool) close() {
+	p.once.Do(func() { close(p.jobs) })
+	p.wg.Wait()
+}
+
+// --- ids -------------------------------------------------------------------
+
+// newUUID returns a random (v4) UUID string.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return formatUUID(b)
+}
+
+// newUUIDv7 returns a time-ordered (v7) UUID string.
+func newUUIDv7() string {
+	var b [16]byte
+	_, _ = rand.Read(b[6:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := 0; i < 6; i++ {
+		b[i] = byte(ms >> (40 - 8*i))
+	}
+	b[6] = b[6]&0x0f | 0x70
+	b[8] = b[8]&0x3f | 0x80
+	return formatUUID(b)
+}
+
+func formatUUID(b [16]byte) string {
+	var s [36]byte
+	hex.Encode(s[0:8], b[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], b[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], b[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], b[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], b[10:])
+	return string(s[:])
+}
+
+// gnetLogger adapts slog to gnet's logger.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(format string, args ...any) {}
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Fatalf(format string, args ...any) {
+	g.l.Error(fmt.Sprintf(format, args...))
+	os.Exit(1)
+}
