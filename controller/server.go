@@ -91,7 +91,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	s := &Server{
 		cfg:     cfg,
 		store:   st,
-		log:     log,
+		log:     log.With("service", "controller"),
 		m:       m,
 		extra:   extra,
 		ln:      ln,

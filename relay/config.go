@@ -78,20 +78,20 @@ type Config struct {
 // RegisterFlags registers the relay flags on fs (flag > HERALD_* env > default).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	var controllers, brokers string
-	config.String(fs, &c.Addr, "relay.addr", "HERALD_RELAY_ADDR", "127.0.0.1:8000", "relay WebSocket listen address")
-	config.String(fs, &controllers, "relay.controllers", "HERALD_CONTROLLERS", "127.0.0.1:8090", "controller gRPC addresses, comma separated")
-	config.String(fs, &brokers, "kafka.brokers", "HERALD_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
-	config.String(fs, &c.Topic, "kafka.topic", "HERALD_KAFKA_TOPIC", "herald.messages", "Kafka topic")
-	config.Int(fs, &c.Partitions, "kafka.partitions", "HERALD_KAFKA_PARTITIONS", 12, "Kafka topic partition count")
-	config.String(fs, &c.ManagementURL, "relay.management-url", "HERALD_MANAGEMENT_URL", "http://127.0.0.1:8080", "management REST base URL (history)")
-	config.String(fs, &c.RelayID, "relay.id", "HERALD_RELAY_ID", "", "relay id sent to controllers (default hostname-pid)")
-	config.Bool(fs, &c.Multicore, "relay.multicore", "HERALD_RELAY_MULTICORE", true, "one event loop per CPU")
-	config.Int(fs, &c.MaxMessageSize, "relay.max-message-size", "HERALD_RELAY_MAX_MESSAGE_SIZE", 64<<10, "max client message size in bytes")
-	config.Duration(fs, &c.PingInterval, "relay.ping-interval", "HERALD_RELAY_PING_INTERVAL", 25*time.Second, "server ping interval")
-	config.Duration(fs, &c.PongTimeout, "relay.pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
-	config.Duration(fs, &c.HandshakeTimeout, "relay.handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
-	config.Int(fs, &c.MaxSubscriptions, "relay.max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
-	config.Int(fs, &c.OutboundCap, "relay.outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
+	config.String(fs, &c.Addr, "addr", "HERALD_RELAY_ADDR", "127.0.0.1:8000", "relay WebSocket listen address")
+	config.String(fs, &controllers, "controllers", "HERALD_CONTROLLERS", "127.0.0.1:8090", "controller gRPC addresses, comma separated")
+	config.String(fs, &brokers, "kafka-brokers", "HERALD_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
+	config.String(fs, &c.Topic, "kafka-topic", "HERALD_KAFKA_TOPIC", "herald.messages", "Kafka topic")
+	config.Int(fs, &c.Partitions, "kafka-partitions", "HERALD_KAFKA_PARTITIONS", 12, "Kafka topic partition count")
+	config.String(fs, &c.ManagementURL, "management-url", "HERALD_MANAGEMENT_URL", "http://127.0.0.1:8080", "management REST base URL (history)")
+	config.String(fs, &c.RelayID, "id", "HERALD_RELAY_ID", "", "relay id sent to controllers (default hostname-pid)")
+	config.Bool(fs, &c.Multicore, "multicore", "HERALD_RELAY_MULTICORE", true, "one event loop per CPU")
+	config.Int(fs, &c.MaxMessageSize, "max-message-size", "HERALD_RELAY_MAX_MESSAGE_SIZE", 64<<10, "max client message size in bytes")
+	config.Duration(fs, &c.PingInterval, "ping-interval", "HERALD_RELAY_PING_INTERVAL", 25*time.Second, "server ping interval")
+	config.Duration(fs, &c.PongTimeout, "pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
+	config.Duration(fs, &c.HandshakeTimeout, "handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
+	config.Int(fs, &c.MaxSubscriptions, "max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
+	config.Int(fs, &c.OutboundCap, "outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
 	// Lists are split after parsing (in Validate).
 	c.Controllers, c.Brokers = nil, nil
 	c.listHook = func(dst *Config) {
@@ -109,24 +109,24 @@ func (c *Config) Validate() error {
 	}
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("relay address -relay.addr / HERALD_RELAY_ADDR %q: %w", c.Addr, err))
+		errs = append(errs, fmt.Errorf("relay address -addr / HERALD_RELAY_ADDR %q: %w", c.Addr, err))
 	}
 	if len(c.Controllers) == 0 {
-		errs = append(errs, errors.New("no controllers: set -relay.controllers / HERALD_CONTROLLERS"))
+		errs = append(errs, errors.New("no controllers: set -controllers / HERALD_CONTROLLERS"))
 	}
 	if c.Topic == "" {
-		errs = append(errs, errors.New("empty Kafka topic: set -kafka.topic / HERALD_KAFKA_TOPIC"))
+		errs = append(errs, errors.New("empty Kafka topic: set -kafka-topic / HERALD_KAFKA_TOPIC"))
 	}
 	if c.Partitions <= 0 {
-		errs = append(errs, fmt.Errorf("-kafka.partitions / HERALD_KAFKA_PARTITIONS must be > 0, got %d", c.Partitions))
+		errs = append(errs, fmt.Errorf("-kafka-partitions / HERALD_KAFKA_PARTITIONS must be > 0, got %d", c.Partitions))
 	}
 	if u, err := url.Parse(c.ManagementURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		errs = append(errs, fmt.Errorf("-relay.management-url / HERALD_MANAGEMENT_URL %q is not an http(s) URL", c.ManagementURL))
+		errs = append(errs, fmt.Errorf("-management-url / HERALD_MANAGEMENT_URL %q is not an http(s) URL", c.ManagementURL))
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"-relay.ping-interval", c.PingInterval}, {"-relay.pong-timeout", c.PongTimeout}, {"-relay.handshake-timeout", c.HandshakeTimeout}} {
+	}{{"-ping-interval", c.PingInterval}, {"-pong-timeout", c.PongTimeout}, {"-handshake-timeout", c.HandshakeTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}

@@ -13,7 +13,7 @@ func TestConfigFlags(t *testing.T) {
 	var c Config
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	c.RegisterFlags(fs)
-	if err := fs.Parse([]string{"-relay.addr", "127.0.0.1:9999"}); err != nil {
+	if err := fs.Parse([]string{"-addr", "127.0.0.1:9999"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Validate(); err != nil {

@@ -1,0 +1,108 @@
+// Command herald runs Herald's services: one binary, one subcommand each.
+//
+//	herald dev [--engines-only]   the whole system on embedded engines
+//	herald relay|controller|management|cacher   one service against real engines
+//	herald token --sub alice --channels chat:lobby   sign a connection token
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `Herald: a realtime chat backend (Centrifugo client protocol v2).
+
+Usage: herald <command> [flags]
+
+Commands:
+  dev          run the whole system on embedded engines (kfake, SQLite, versitygw)
+  relay        run a WebSocket relay
+  controller   run a controller (Kafka consumer, seq assignment, routing)
+  management   run the REST history API
+  cacher       run the archiver (MongoDB/SQLite -> S3)
+  token        print a signed connection token
+  version      print the version
+
+Run 'herald <command> -h' for the command's flags; every flag can also be
+set with the HERALD_* environment variable named in its help.
+`
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// errUsage marks errors caused by bad arguments (exit code 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch cmd {
+	case "dev":
+		err = runDev(ctx, args, log)
+	case "relay":
+		err = runRelay(ctx, args, log)
+	case "controller":
+		err = runController(ctx, args, log)
+	case "management":
+		err = runManagement(ctx, args, log)
+	case "cacher":
+		err = runCacher(ctx, args, log)
+	case "token":
+		err = runToken(args, os.Stdout)
+	case "version":
+		fmt.Println(version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "herald: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "herald %s: %v\n", cmd, err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("HERALD_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// parseFlags parses args and turns parse errors into usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	return nil
+}

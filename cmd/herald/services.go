@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/herald-chat/herald/cacher"
+	"github.com/herald-chat/herald/controller"
+	"github.com/herald-chat/herald/internal/admin"
+	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/config"
+	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/internal/store/storeopen"
+	"github.com/herald-chat/herald/management"
+	"github.com/herald-chat/herald/relay"
+)
+
+// Engine settings shared by the service subcommands.
+type storeFlags struct{ uri string }
+
+func (f *storeFlags) register(fs *flag.FlagSet) {
+	config.String(fs, &f.uri, "store-uri", "HERALD_STORE_URI", "./data/herald.db",
+		"store: a SQLite file path (sqlite://PATH) or a MongoDB URI (mongodb://…)")
+}
+
+func (f *storeFlags) open(ctx context.Context) (store.Store, error) {
+	st, err := storeopen.Open(ctx, f.uri)
+	if err != nil {
+		return nil, fmt.Errorf("opening store: %w", err)
+	}
+	return st, nil
+}
+
+// s3Flags are the archive's S3 settings (flags and HERALD_S3_* env).
+type s3Flags struct{ archive.Config }
+
+func (f *s3Flags) register(fs *flag.FlagSet) { f.Config.RegisterFlags(fs) }
+
+func (f *s3Flags) open(ctx context.Context) (*archive.Client, error) {
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	arc, err := archive.New(ctx, f.Config)
+	if err != nil {
+		return nil, fmt.Errorf("opening the S3 archive: %w", err)
+	}
+	return arc, nil
+}
+
+type secretFlag struct{ secret string }
+
+func (f *secretFlag) register(fs *flag.FlagSet) {
+	config.String(fs, &f.secret, "token-secret", "HERALD_TOKEN_SECRET", "", "HS256 secret of client tokens (required)")
+}
+
+func (f *secretFlag) verifier() (*auth.Verifier, error) {
+	if f.secret == "" {
+		return nil, fmt.Errorf("%w: no token secret: set HERALD_TOKEN_SECRET (only 'herald dev' has a built-in dev secret)", errUsage)
+	}
+	return auth.NewVerifier(f.secret), nil
+}
+
+type adminFlag struct{ addr string }
+
+func (f *adminFlag) register(fs *flag.FlagSet, service, def string) {
+	config.String(fs, &f.addr, "admin-addr", "HERALD_"+upper(service)+"_ADMIN_ADDR", def, "admin listener (/metrics, /healthz, /readyz)")
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// service is what every service package's Server provides.
+type service interface {
+	Run(ctx context.Context) error
+	Ready(ctx context.Context) error
+}
+
+// serve runs svc with its admin server until ctx is cancelled.
+func serve(ctx context.Context, name string, svc service, adm *admin.Server, adminAddr string, log *slog.Logger) error {
+	adm.AddCheck(name, svc.Ready)
+	if err := adm.Listen(adminAddr); err != nil {
+		return fmt.Errorf("admin listener %s: %w", adminAddr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var adminErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		adminErr = adm.Serve(ctx)
+	}()
+	log.Info("started", "service", name, "admin", "http://"+adm.Addr())
+	err := svc.Run(ctx)
+	cancel()
+	wg.Wait()
+	log.Info("stopped", "service", name)
+	return errors.Join(err, adminErr)
+}
+
+func runController(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	var cfg controller.Config
+	var sf storeFlags
+	var af adminFlag
+	cfg.RegisterFlags(fs)
+	sf.register(fs)
+	af.register(fs, "controller", "127.0.0.1:9101")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	st, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	adm := admin.New(log)
+	c, err := controller.New(cfg, st, log, adm.Registry)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, "controller", c, adm, af.addr, log)
+}
+
+func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	var cfg relay.Config
+	var tf secretFlag
+	var af adminFlag
+	cfg.RegisterFlags(fs)
+	tf.register(fs)
+	af.register(fs, "relay", "127.0.0.1:9100")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	v, err := tf.verifier()
+	if err != nil {
+		return err
+	}
+	adm := admin.New(log)
+	r, err := relay.New(cfg, v, log, adm.Registry)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, "relay", r, adm, af.addr, log)
+}
+
+func runManagement(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("management", flag.ContinueOnError)
+	var cfg management.Config
+	var sf storeFlags
+	var s3 s3Flags
+	var tf secretFlag
+	var af adminFlag
+	cfg.RegisterFlags(fs)
+	sf.register(fs)
+	s3.register(fs)
+	tf.register(fs)
+	af.register(fs, "management", "127.0.0.1:9102")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	v, err := tf.verifier()
+	if err != nil {
+		return err
+	}
+	arc, err := s3.open(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	adm := admin.New(log)
+	m, err := management.New(cfg, st, arc, v, log, adm.Registry)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, "management", m, adm, af.addr, log)
+}
+
+func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("cacher", flag.ContinueOnError)
+	var cfg cacher.Config
+	var sf storeFlags
+	var s3 s3Flags
+	var af adminFlag
+	cfg.RegisterFlags(fs)
+	sf.register(fs)
+	s3.register(fs)
+	af.register(fs, "cacher", "127.0.0.1:9103")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	s3.ChunkSize = cfg.ChunkSize // one setting: the cacher's -cacher-chunk-size
+	arc, err := s3.open(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	adm := admin.New(log)
+	c, err := cacher.New(cfg, st, arc, log, adm.Registry)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, "cacher", c, adm, af.addr, log)
+}
