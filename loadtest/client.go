@@ -134,24 +134,22 @@ func (c *conn) run(ctx context.Context, settled func(ok bool)) {
 	recovering := false
 	for {
 		err := c.session(ctx, recovering, settled)
-		settledNow := settled
-		settled = nil
+		if settled != nil {
+			if !c.got {
+				settled(false) // the session did not get as far as ready
+			}
+			settled = nil
+		}
 		c.closeSocket()
 		stop := c.stop.Load()
 		if ctx.Err() != nil || stop == stopOnEnd {
 			c.state.Store(stClosed)
-			if settledNow != nil {
-				settledNow(false)
-			}
 			return
 		}
 		if !c.everReady {
 			// An initial connection failure is counted, not retried.
 			r.errs.add(classify("connect", err), err)
 			c.state.Store(stClosed)
-			if settledNow != nil {
-				settledNow(false)
-			}
 			return
 		}
 		c.state.Store(stAway)
@@ -641,7 +639,7 @@ func (c *conn) deliver(offset uint64, t int64, hasT, live bool) {
 		s.tr.observe(offset)
 	}
 	if hasT && live {
-		if ws, we := r.windowStart.Load(), r.windowEnd.Load(); ws != 0 && t >= ws && t < we {
+		if wst, wen := r.windowStart.Load(), r.windowEnd.Load(); wst != 0 && t >= wst && t < wen {
 			r.e2eLat.Record(c.idx, time.Now().UnixNano()-t)
 		}
 	}
@@ -674,7 +672,7 @@ func (c *conn) onAck(m *serverMsg) {
 	}
 	r.acked.Add(1)
 	r.ackedPerChan[p.ch].Add(1)
-	if ws, we := r.windowStart.Load(), r.windowEnd.Load(); ws != 0 && p.sent >= ws && p.sent < we {
+	if wst, wen := r.windowStart.Load(), r.windowEnd.Load(); wst != 0 && p.sent >= wst && p.sent < wen {
 		r.ackLat.Record(c.idx, now-p.sent)
 	}
 }

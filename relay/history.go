@@ -17,11 +17,10 @@ import (
 // GET /v1/channels/{channel}/messages.
 type historyPage struct {
 	Messages []struct {
-		Seq         uint64          `json:"seq"`
-		Sender      string          `json:"sender"`
-		Info        json.RawMessage `json:"info"`
-		Data        json.RawMessage `json:"data"`
-		PublishedAt int64           `json:"published_at"`
+		Seq    uint64          `json:"seq"`
+		Sender string          `json:"sender"`
+		Info   json.RawMessage `json:"info"`
+		Data   json.RawMessage `json:"data"`
 	} `json:"messages"`
 }
 
