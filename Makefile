@@ -8,7 +8,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages with concurrency, tested again under the race detector.
 RACE_PKGS := ./relay/... ./controller/... ./cacher/... ./management/... ./internal/store/... ./internal/protocol/... ./internal/devstack/...
 
-.PHONY: all build run test test-unit test-race test-e2e vet fmt proto js-deps bench clean help
+.PHONY: all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps bench clean help cluster cluster-stop cluster-status test-cluster
 
 all: build
 
@@ -46,8 +46,27 @@ proto: ## regenerate proto/herald/v1 (protoc from Debian protobuf-compiler + pin
 	PATH=$(GOBIN):$$PATH protoc -I proto --go_out=proto --go_opt=paths=source_relative \
 	  --go-grpc_out=proto --go-grpc_opt=paths=source_relative proto/herald/v1/herald.proto
 
+prometheus: ## Prometheus for `make run` on 127.0.0.1:9090 (Debian package prometheus)
+	prometheus --config.file=dashboards/prometheus.yml --storage.tsdb.path=data/prometheus --web.listen-address=127.0.0.1:9090
+
+test-dashboards: ## every dashboard panel and alert against a real Prometheus
+	$(GO) test -count=1 -v -timeout 5m -run TestDashboardsAgainstPrometheus ./dashboards/
+
 bench: ## micro-benchmarks, benchstat-ready
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
 
 clean: ## remove build output (not ./data)
 	rm -rf bin bench.out
+
+# --- CLUSTER: every service its own process behind nginx (docs/deploy.md) ---
+cluster: build ## engines + 2 relays + 2 controllers + management + cacher + nginx (:8000); installs nginx-light if missing
+	deploy/cluster.sh start
+
+cluster-stop: ## stop what `make cluster` started (SIGTERM, then wait)
+	deploy/cluster.sh stop
+
+cluster-status: ## processes, readiness and nginx counters of `make cluster`
+	deploy/cluster.sh status
+
+test-cluster: ## only the multi-process cluster tests behind nginx (deploy/clustertest)
+	$(GO) test -count=1 -v -timeout 10m ./deploy/clustertest/

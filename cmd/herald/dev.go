@@ -21,6 +21,8 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 	var o devstack.Options
 	config.String(fs, &o.DataDir, "data-dir", "HERALD_DATA_DIR", "./data", "where the embedded engines keep their data")
 	fs.BoolVar(&o.EnginesOnly, "engines-only", false, "start only Kafka, the store file and S3 (run the services as separate processes)")
+	var withPrometheus bool
+	fs.BoolVar(&withPrometheus, "prometheus", false, "also run Prometheus (Debian package) scraping the services, UI on http://"+prometheusAddr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -34,6 +36,15 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 	st, err := devstack.Start(ctx, o)
 	if err != nil {
 		return err
+	}
+	if withPrometheus {
+		stopProm, url, err := startPrometheus(ctx, st.Opts.DataDir, log)
+		if err != nil {
+			_ = st.Close()
+			return err
+		}
+		defer stopProm()
+		fmt.Printf("  Prometheus           %s (dashboards: see dashboards/README.md)\n", url)
 	}
 	printBanner(os.Stdout, st, devSecret)
 	<-ctx.Done()
