@@ -27,10 +27,10 @@ const (
 
 // Why a connection's socket was closed from our side.
 const (
-	stopNone    int32 = iota
-	stopDrop          // recovery scenario: reconnect after a delay, with recover
-	stopChurn         // churn: closed for good, replaced by a new connection
-	stopOnEnd         // end of run
+	stopNone  int32 = iota
+	stopDrop        // recovery scenario: reconnect after a delay, with recover
+	stopChurn       // churn: closed for good, replaced by a new connection
+	stopOnEnd       // end of run
 )
 
 const (
@@ -66,7 +66,8 @@ type conn struct {
 
 	state      atomic.Int32
 	stop       atomic.Int32
-	everReady  bool // reader-owned
+	churned    atomic.Bool // closed on purpose by churn: replaced, not counted to the end
+	everReady  bool        // reader-owned
 	delivered  atomic.Uint64
 	published  atomic.Uint64
 	reconnects uint64 // reader-owned
@@ -323,7 +324,9 @@ func (c *conn) resetReader(rd io.Reader) {
 func (c *conn) subscribed(sr *subscribeResult, recovering bool) error {
 	r, s := c.r, c.sub
 	if recovering && s.tr.started {
-		if s.epoch != "" && sr.Epoch != s.epoch {
+		if sr.Epoch != s.epoch {
+			// Includes "" -> X: a server that gave no epoch at subscribe
+			// cannot recover that subscription later.
 			r.epochChanged.Add(1)
 		}
 		if sr.Recovered {
@@ -459,9 +462,12 @@ func (c *conn) closeSocket() {
 }
 
 // kill closes the socket from another goroutine (drop, churn, end) so the
-// reader returns; why says what run does next.
+// reader returns; why says what run does next. stopNone (a failed write)
+// never replaces a reason already given.
 func (c *conn) kill(why int32, polite bool) {
-	c.stop.Store(why)
+	if why != stopNone {
+		c.stop.Store(why)
+	}
 	c.mu.Lock()
 	if c.nc != nil {
 		if polite {
@@ -617,7 +623,7 @@ func (c *conn) onPub(m *serverMsg) {
 		r.unexpectedPubs.Add(1)
 		return
 	}
-	if n := r.cfg.TestDropNth; n > 0 && r.liveSeq.Add(1) == n {
+	if n := r.plan.DropNth; n > 0 && r.liveSeq.Add(1) == n {
 		r.droppedByHook.Add(1)
 		return // test hook: pretend this delivery never arrived
 	}

@@ -69,10 +69,10 @@ type Config struct {
 	HTML      string `json:"html,omitempty"`       // HTML report path
 	Progress  bool   `json:"progress"`             // live progress line on stderr, default true
 
-	MaxFrame       int64  `json:"max_frame"`                  // largest frame accepted from the server, default 1 MiB
-	FailOnLoss     bool   `json:"fail_on_loss,omitempty"`     // exit 1 when anything is lost, duplicated or reordered
-	TestDropNth    uint64 `json:"test_drop_nth,omitempty"`    // test hook: ignore the N-th delivery of the run
-	Seed           uint64 `json:"seed"`                       // random seed (connection picks), default random
+	MaxFrame    int64  `json:"max_frame"`               // largest frame accepted from the server, default 1 MiB
+	FailOnLoss  bool   `json:"fail_on_loss,omitempty"`  // exit 1 when anything is lost, duplicated or reordered
+	TestDropNth uint64 `json:"test_drop_nth,omitempty"` // test hook: ignore the N-th delivery of the run
+	Seed        uint64 `json:"seed"`                    // random seed (connection picks), default random
 }
 
 // flagSet registers the flags of c on a new FlagSet writing help to out.
@@ -254,6 +254,8 @@ func (c *Config) Validate() error {
 		return usageErr("--drop-fraction must be within 0..1, got %g", c.DropFraction)
 	case c.ReconnectDelay < 0:
 		return usageErr("--reconnect-delay must not be negative")
+	case c.Scenario == ScenarioRecovery && c.ReconnectDelay >= c.Duration/2:
+		return usageErr("--reconnect-delay (%s) must be shorter than half of --duration (%s): drops happen mid-window", c.ReconnectDelay, c.Duration)
 	case c.Secret == "" && c.Token == "":
 		return usageErr("no credentials: set --secret (or HERALD_TOKEN_SECRET) to sign tokens, or pass --token")
 	case c.Secret != "" && c.Token != "":

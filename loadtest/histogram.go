@@ -14,8 +14,8 @@ import (
 // (0.8 %) of itself. Values are int64 nanoseconds; negatives count as 0.
 const (
 	subBits    = 7
-	subCount   = 1 << subBits        // sub-buckets per power of two
-	exactLimit = 1 << (subBits + 1)  // values below this are exact
+	subCount   = 1 << subBits                     // sub-buckets per power of two
+	exactLimit = 1 << (subBits + 1)               // values below this are exact
 	numBuckets = subCount*(63-subBits) + subCount // enough for math.MaxInt64
 )
 

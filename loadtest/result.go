@@ -89,7 +89,7 @@ type DeliveryStats struct {
 	Lost        uint64 `json:"lost"`
 	Duplicated  uint64 `json:"duplicated"`
 	OutOfOrder  uint64 `json:"out_of_order"`
-	Stale       uint64 `json:"stale,omitempty"`         // at or below the subscribe offset
+	Stale       uint64 `json:"stale,omitempty"`           // at or below the subscribe offset
 	DroppedHook uint64 `json:"dropped_by_hook,omitempty"` // --test-drop-delivery
 }
 
@@ -149,6 +149,7 @@ func buildResult(cfg *Config, reps []*report, tl timeline, samples []Sample, sta
 		res.Config.Token = "(redacted)"
 	}
 	var chans []chanAgg
+	peakSum := 0
 	for _, rep := range reps {
 		for k, h := range rep.Hists {
 			if res.Histograms[k] == nil {
@@ -195,7 +196,7 @@ func buildResult(cfg *Config, reps []*report, tl timeline, samples []Sample, sta
 		res.Throughput.Published += rep.Final.Published
 		res.Throughput.Deliveries += rep.Final.Delivered
 		res.Connections.AtEnd += rep.ReadyAtEnd
-		res.Connections.Peak += rep.ReadyPeak
+		peakSum += rep.ReadyPeak
 	}
 	for _, k := range []string{"connect", "subscribe", "publish_ack", "publish_to_delivery"} {
 		if res.Histograms[k] == nil {
@@ -212,6 +213,9 @@ func buildResult(cfg *Config, reps []*report, tl timeline, samples []Sample, sta
 	res.Connections.Churned = c["churned"]
 	for _, s := range samples {
 		res.Connections.Peak = max(res.Connections.Peak, s.Conns)
+	}
+	if res.Connections.Peak == 0 {
+		res.Connections.Peak = peakSum // no timeline: per-process peaks
 	}
 	res.Throughput.Acked = c["acked"]
 	res.Throughput.PublishErrors = c["publish_errors"]
@@ -306,7 +310,7 @@ func (res *Result) Problems() []string {
 
 // WriteSummary prints a human-readable summary.
 func (res *Result) WriteSummary(w io.Writer) {
-	fmt.Fprintf(w, "scenario %s against %s, %d process(es), window %.0fs", res.Scenario, res.URL, res.Processes, res.WindowS)
+	fmt.Fprintf(w, "scenario %s against %s, %d process(es), window %gs", res.Scenario, res.URL, res.Processes, res.WindowS)
 	if res.Aborted {
 		fmt.Fprint(w, " (ABORTED)")
 	}
@@ -338,8 +342,8 @@ func (res *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintln(w, "delivery: not tracked (the server sent no offsets)")
 	}
 	if rc := res.Recovery; rc != nil {
-		fmt.Fprintf(w, "recovery: dropped %d, resubscribed %d, recovered %d, not recovered %d, recovered publications %d\n",
-			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.RecoveredPubs)
+		fmt.Fprintf(w, "recovery: dropped %d, resubscribed %d, recovered %d, not recovered %d (epoch changed %d), recovered publications %d\n",
+			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.EpochChanged, rc.RecoveredPubs)
 	}
 	if s := res.Server; s != nil {
 		fmt.Fprintf(w, "server pid %d: RSS max %s, end %s; CPU avg %.0f%%, max %.0f%%\n",

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,16 +138,13 @@ func newRunner(cfg *Config, p plan) (*runner, error) {
 	return r, nil
 }
 
-// channelNames returns the run's channel names.
+// channelNames returns the run's channel names: <prefix><i>. Scenarios
+// share the scheme, so one run can reuse (warm) another's channels through
+// --channel-prefix.
 func channelNames(cfg *Config) []string {
 	out := make([]string, cfg.Channels)
 	for i := range out {
-		switch cfg.Scenario {
-		case ScenarioBroadcast:
-			out[i] = cfg.ChannelPrefix + "broadcast"
-		default:
-			out[i] = fmt.Sprintf("%s%s-%d", cfg.ChannelPrefix, cfg.Scenario, i)
-		}
+		out[i] = cfg.ChannelPrefix + strconv.Itoa(i)
 	}
 	return out
 }
@@ -219,7 +217,7 @@ func (r *runner) connect(ctx context.Context) error {
 		}
 		list = append(list, c)
 	}
-	r.pubs = list
+	npubs := len(list)
 	for i := r.plan.ConnFrom; i < r.plan.ConnTo; i++ {
 		c, err := r.newConn(i, fmt.Sprintf("lt-%d", i), i%r.cfg.Channels)
 		if err != nil {
@@ -228,7 +226,7 @@ func (r *runner) connect(ctx context.Context) error {
 		list = append(list, c)
 	}
 	r.mu.Lock()
-	r.conns = list[len(r.pubs):]
+	r.pubs, r.conns = list[:npubs], list[npubs:]
 	if len(list) == 0 {
 		close(r.settledAll)
 	}
@@ -406,6 +404,7 @@ func (r *runner) churnOne(rng *rand.Rand) {
 	r.churnSeq++
 	seq := r.churnSeq
 	r.mu.Unlock()
+	victim.churned.Store(true)
 	victim.kill(stopChurn, true)
 	r.churned.Add(1)
 	c, err := r.newConn(victim.idx, fmt.Sprintf("lt-churn-%d-%d", r.plan.Index, seq), victim.sub.ch)
@@ -460,6 +459,9 @@ func (r *runner) finish() *report {
 	}
 	r.cancel()
 	r.wg.Wait()
+	r.mu.Lock()
+	r.readyPeak = max(r.readyPeak, readyAtEnd)
+	r.mu.Unlock()
 	rep := r.report(all)
 	rep.ReadyAtEnd = readyAtEnd
 	return rep
@@ -557,7 +559,7 @@ func (r *runner) report(all []*conn) *report {
 			}
 			a.PreRun = true
 		}
-		if s.ended || c.stop.Load() == stopChurn {
+		if s.ended || c.churned.Load() {
 			a.Ended++
 			a.EndedGap += t.gaps()
 			a.EndedUniq += t.unique

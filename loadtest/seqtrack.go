@@ -19,15 +19,15 @@ package loadtest
 // final - start - unique; for a subscription ended on purpose (churn) only
 // its gaps count, as what it would have received later is unknowable.
 type seqTracker struct {
-	started bool
-	start   uint64 // channel offset at subscribe: seqs above it are expected
-	last    uint64 // highest seq received (start until the first one)
-	unique  uint64 // distinct seqs above start received
-	dup     uint64
-	ooo     uint64
-	stale   uint64              // seqs at or below start (before the subscription)
-	untracked uint64            // seqs skipped by a jump above maxTrackedGap
-	missing map[uint64]struct{} // seqs below last not yet received; nil when none
+	started   bool
+	start     uint64 // channel offset at subscribe: seqs above it are expected
+	last      uint64 // highest seq received (start until the first one)
+	unique    uint64 // distinct seqs above start received
+	dup       uint64
+	ooo       uint64
+	stale     uint64              // seqs at or below start (before the subscription)
+	untracked uint64              // seqs skipped by a jump above maxTrackedGap
+	missing   map[uint64]struct{} // seqs below last not yet received; nil when none
 }
 
 // begin sets the starting offset. Calling it again (a resubscribe that kept

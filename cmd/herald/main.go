@@ -3,6 +3,7 @@
 //	herald dev [--engines-only]   the whole system on embedded engines
 //	herald relay|controller|management|cacher   one service against real engines
 //	herald token --sub alice --channels chat:lobby   sign a connection token
+//	herald loadtest broadcast --conns 10000 --rate 1   load-test a relay
 package main
 
 import (
@@ -27,6 +28,7 @@ Commands:
   management   run the REST history API
   cacher       run the archiver (MongoDB/SQLite -> S3)
   token        print a signed connection token
+  loadtest     load-test a Centrifugo-protocol server (idle, broadcast, chat, churn, recovery)
   version      print the version
 
 Run 'herald <command> -h' for the command's flags; every flag can also be
@@ -64,6 +66,8 @@ func main() {
 		err = runCacher(ctx, args, log)
 	case "token":
 		err = runToken(args, os.Stdout)
+	case "loadtest":
+		err = runLoadtest(ctx, args, log)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":

@@ -1,0 +1,154 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// monitor samples the run once a second: connection and message counters
+// (from a progress source), the server's RSS and CPU, the load tester's own
+// CPU. It keeps the timeline and prints the live progress line.
+type monitor struct {
+	cfg *Config
+	out io.Writer
+	tty bool
+
+	begin time.Time
+	stopC chan struct{}
+	done  chan struct{}
+
+	mu       sync.Mutex
+	tl       *timeline
+	samples  []Sample
+	started  bool
+	lastLine int
+}
+
+func newMonitor(cfg *Config, out io.Writer) *monitor {
+	m := &monitor{cfg: cfg, out: out, begin: time.Now(), stopC: make(chan struct{}), done: make(chan struct{})}
+	if f, ok := out.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			m.tty = true
+		}
+	}
+	return m
+}
+
+func (m *monitor) setTimeline(tl timeline) {
+	m.mu.Lock()
+	m.tl = &tl
+	m.mu.Unlock()
+}
+
+// phase names the phase at t.
+func (m *monitor) phase(t time.Time) string {
+	m.mu.Lock()
+	tl := m.tl
+	m.mu.Unlock()
+	ns := t.UnixNano()
+	switch {
+	case tl == nil || ns < tl.Start:
+		return "connect"
+	case ns < tl.WindowStart:
+		return "warmup"
+	case ns < tl.WindowEnd:
+		return "steady"
+	case ns < tl.End:
+		return "drain"
+	}
+	return "closing"
+}
+
+// start begins sampling source every second until stop.
+func (m *monitor) start(source func() progress) {
+	m.mu.Lock()
+	m.started = true
+	m.mu.Unlock()
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		prev, prevAt := source(), time.Now()
+		var srvPrev procSample
+		srvOK := false
+		srvErr := ""
+		if m.cfg.ServerPID > 0 {
+			if s, err := readProc(m.cfg.ServerPID); err == nil {
+				srvPrev, srvOK = s, true
+			}
+		}
+		for {
+			select {
+			case <-m.stopC:
+				return
+			case now := <-t.C:
+				p := source()
+				d := now.Sub(prevAt).Seconds()
+				s := Sample{
+					T: now.Sub(m.begin).Seconds(), Phase: m.phase(now), Conns: p.Ready, Attempted: p.Attempted,
+					Errors: p.Errors,
+				}
+				if d > 0 {
+					s.DeliveriesPerS = float64(p.Delivered-prev.Delivered) / d
+					s.PublishesPerS = float64(p.Published-prev.Published) / d
+					s.AcksPerS = float64(p.Acked-prev.Acked) / d
+					s.ClientCPU = (p.CPU - prev.CPU) / d * 100
+				}
+				if m.cfg.ServerPID > 0 {
+					if ss, err := readProc(m.cfg.ServerPID); err == nil {
+						s.ServerRSS = ss.rss
+						if srvOK {
+							s.ServerCPU = cpuPercent(srvPrev, ss)
+						}
+						srvPrev, srvOK = ss, true
+					} else if srvErr == "" {
+						srvErr = err.Error()
+						fmt.Fprintf(m.out, "\nloadtest: server pid %d: %v\n", m.cfg.ServerPID, err)
+					}
+				}
+				prev, prevAt = p, now
+				m.mu.Lock()
+				m.samples = append(m.samples, s)
+				m.mu.Unlock()
+				if m.cfg.Progress {
+					m.printLine(s)
+				}
+			}
+		}
+	}()
+}
+
+func (m *monitor) printLine(s Sample) {
+	line := fmt.Sprintf("loadtest %s %4.0fs %-7s conns %d/%d  pub %s/s  ack %s/s  deliv %s/s  errs %d  cpu %.0f%%",
+		m.cfg.Scenario, s.T, s.Phase, s.Conns, m.cfg.Conns+m.cfg.dedicatedPublishers(),
+		humanRate(s.PublishesPerS), humanRate(s.AcksPerS), humanRate(s.DeliveriesPerS), s.Errors, s.ClientCPU)
+	if m.cfg.ServerPID > 0 {
+		line += fmt.Sprintf("  server %s %.0f%%", humanBytes(s.ServerRSS), s.ServerCPU)
+	}
+	if m.tty {
+		fmt.Fprintf(m.out, "\r%s\x1b[K", line)
+	} else {
+		fmt.Fprintln(m.out, line)
+	}
+	m.lastLine = len(line)
+}
+
+// stop ends sampling and returns the timeline.
+func (m *monitor) stop() []Sample {
+	m.mu.Lock()
+	started := m.started
+	m.mu.Unlock()
+	if started {
+		close(m.stopC)
+		<-m.done
+	}
+	if m.tty && m.lastLine > 0 {
+		fmt.Fprintln(m.out)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.samples
+}
