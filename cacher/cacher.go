@@ -16,9 +16,20 @@
 // between SetArchivedThrough and Purge are purged by the next run.
 //
 // Runs happen on an interval and on POST /v1/archive/run; one run at a time
-// per process (a trigger while a run is in progress returns the running
-// run's id). Several cacher processes may run concurrently against one
-// store and bucket: chunks are deterministic and all steps idempotent.
+// across all cacher instances sharing a store. Within a process, a trigger
+// while a run is in progress returns the running run's id. Across
+// processes, a run first takes the store lease "cacher.archive-run"
+// (store.AcquireLease, TTL LeaseTTL) and renews it every LeaseTTL/3 while
+// it works; the lease is released when the run ends. A trigger while
+// another instance holds the lease does not queue: POST answers 409 with
+// the holder's instance id and the lease expiry, and a periodic run is
+// skipped (the holder is already doing the work; the next tick retries).
+// A run that cannot renew its lease (another instance took it after it
+// expired, or the store was unreachable until it expired) stops at once
+// and reports it. Safety does not depend on the lease: chunks are
+// deterministic and every step is idempotent, so two overlapping runs (as
+// can briefly happen on FerretDB, see store.Store.AcquireLease) converge
+// too; the lease only keeps instances from doing the same work twice.
 //
 // Concurrency: Server methods are safe for concurrent use. Runs execute on
 // goroutines owned by the Server; Run waits for them on shutdown.
@@ -35,6 +46,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -63,7 +75,19 @@ type Config struct {
 	// ChannelPage is how many channels are listed per store call.
 	// Default 500.
 	ChannelPage int
+	// LeaseTTL is how long the run lease lasts without renewal; a crashed
+	// instance blocks runs elsewhere for at most this long. Default 1m
+	// (HERALD_CACHER_LEASE_TTL).
+	LeaseTTL time.Duration
+	// Instance identifies this cacher as a lease owner (reported to other
+	// instances' triggers). Default "<hostname>/<addr>/<random>"
+	// (HERALD_CACHER_INSTANCE); it must differ between instances.
+	Instance string
 }
+
+// LeaseName is the store lease that serializes archive runs across cacher
+// instances.
+const LeaseName = "cacher.archive-run"
 
 // RegisterFlags binds the config to flags (flag > HERALD_* env > default):
 // -cacher-addr, -cacher-chunk-size, -cacher-min-age, -cacher-interval.
@@ -72,6 +96,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Int(fs, &c.ChunkSize, "cacher-chunk-size", "HERALD_ARCHIVE_CHUNK_SIZE", 256, "messages per archive chunk (must match the bucket)")
 	config.Duration(fs, &c.MinAge, "cacher-min-age", "HERALD_ARCHIVE_MIN_AGE", 24*time.Hour, "archive chunks whose newest message is older than this")
 	config.Duration(fs, &c.Interval, "cacher-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
+	config.Duration(fs, &c.LeaseTTL, "cacher-lease-ttl", "HERALD_CACHER_LEASE_TTL", time.Minute, "lifetime of the store lease that allows one archive run at a time across instances (renewed every third of it)")
+	config.String(fs, &c.Instance, "cacher-instance", "HERALD_CACHER_INSTANCE", "", "this instance's id as lease owner (default <hostname>/<addr>/<random>)")
 }
 
 // Validate reports configuration errors naming the flag and env variable.
@@ -87,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Interval <= 0 {
 		return fmt.Errorf("-cacher-interval (HERALD_ARCHIVE_INTERVAL) %s: must be positive", c.Interval)
+	}
+	if c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond) {
+		return fmt.Errorf("-cacher-lease-ttl (HERALD_CACHER_LEASE_TTL) %s: must be at least 30ms", c.LeaseTTL)
 	}
 	return nil
 }
@@ -184,6 +213,12 @@ type Server struct {
 	m   *metrics
 	k   uint64
 	now func() time.Time
+	// hook, when set by tests, is called after each step of archiving a
+	// chunk ("written", "verified", "archived") and before its purge
+	// ("purge"); a non-nil error aborts the run there, as a crash would.
+	hook func(ctx context.Context, step, channel string, n uint64) error
+
+	startMu sync.Mutex // serializes starting runs (lease + current)
 
 	ctx    context.Context // parent of runs; cancelled by Run on shutdown
 	cancel context.CancelFunc
@@ -206,6 +241,15 @@ func New(cfg Config, st store.Store, arc *archive.Client, log *slog.Logger, reg 
 	}
 	if cfg.ChannelPage <= 0 {
 		cfg.ChannelPage = 500
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = time.Minute
+	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		cfg.Instance = host + "/" + cfg.Addr + "/" + hex.EncodeToString(b[:])
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -250,11 +294,12 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("cacher listening", "addr", ln.Addr().String(), "chunk_size", s.k, "min_age", s.cfg.MinAge, "interval", s.cfg.Interval)
+	s.log.Info("cacher listening", "addr", ln.Addr().String(), "chunk_size", s.k, "min_age", s.cfg.MinAge, "interval", s.cfg.Interval,
+		"instance", s.cfg.Instance, "lease_ttl", s.cfg.LeaseTTL)
 
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
-	s.Trigger("")
+	s.periodic()
 	var serveErr error
 loop:
 	for {
@@ -262,7 +307,7 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-tick.C:
-			s.Trigger("")
+			s.periodic()
 		case serveErr = <-errc:
 			break loop
 		}
@@ -289,44 +334,146 @@ func (s *Server) Ready(ctx context.Context) error {
 	return nil
 }
 
+// HeldElsewhereError reports that another cacher instance holds the run
+// lease.
+type HeldElsewhereError struct {
+	Lease store.Lease
+}
+
+func (e *HeldElsewhereError) Error() string {
+	return fmt.Sprintf("an archive run is in progress on cacher instance %q (lease until %s)", e.Lease.Owner, e.Lease.Expires.Format(time.RFC3339Nano))
+}
+
+// ErrShuttingDown is returned by Trigger once Run is shutting down.
+var ErrShuttingDown = errors.New("cacher: shutting down")
+
+// periodic starts an interval run unless one runs here or elsewhere.
+func (s *Server) periodic() {
+	_, _, err := s.Trigger("")
+	var held *HeldElsewhereError
+	switch {
+	case errors.As(err, &held):
+		s.log.Info("archive run skipped: another instance holds the run lease", "holder", held.Lease.Owner, "until", held.Lease.Expires)
+	case errors.Is(err, ErrShuttingDown):
+	case err != nil:
+		s.log.Error("archive run not started", "error", err)
+	}
+}
+
 // Trigger starts a run over channel ("" = every channel) in the background
-// and returns its id; when a run is already in progress it returns that
-// run's id and started=false.
-func (s *Server) Trigger(channel string) (id string, started bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.current != nil {
-		return s.current.ID, false
+// and returns its id. When a run is already in progress in this process it
+// returns that run's id and started=false. When another instance holds the
+// run lease it returns a *HeldElsewhereError; a store error while taking
+// the lease is returned as is (nothing started).
+func (s *Server) Trigger(channel string) (id string, started bool, err error) {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if id := s.currentID(); id != "" {
+		return id, false, nil
 	}
 	if s.ctx.Err() != nil {
-		return "", false
+		return "", false, ErrShuttingDown
 	}
+	lease, err := s.acquire(s.ctx)
+	if err != nil {
+		return "", false, err
+	}
+	s.mu.Lock()
 	r := s.newRunLocked(channel)
+	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.execute(s.ctx, r)
+		s.execute(s.ctx, r, lease)
 	}()
-	return r.ID, true
+	return r.ID, true, nil
 }
 
 // RunOnce runs synchronously over channel ("" = every channel) and returns
-// the final status. If a run is in progress it waits for it first.
+// the final status. If a run is in progress in this process it waits for it
+// first; if another instance holds the run lease it returns a
+// *HeldElsewhereError without waiting.
 func (s *Server) RunOnce(ctx context.Context, channel string) (RunStatus, error) {
 	for {
-		s.mu.Lock()
-		if s.current == nil {
-			r := s.newRunLocked(channel)
-			s.mu.Unlock()
-			s.execute(ctx, r)
-			st, _ := s.Status(r.ID)
-			return st, nil
+		s.startMu.Lock()
+		if id := s.currentID(); id != "" {
+			s.startMu.Unlock()
+			if err := s.wait(ctx, id); err != nil {
+				return RunStatus{}, err
+			}
+			continue
 		}
-		id := s.current.ID
-		s.mu.Unlock()
-		if err := s.wait(ctx, id); err != nil {
+		lease, err := s.acquire(ctx)
+		if err != nil {
+			s.startMu.Unlock()
 			return RunStatus{}, err
 		}
+		s.mu.Lock()
+		r := s.newRunLocked(channel)
+		s.mu.Unlock()
+		s.startMu.Unlock()
+		s.execute(ctx, r, lease)
+		st, _ := s.Status(r.ID)
+		return st, nil
+	}
+}
+
+func (s *Server) currentID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == nil {
+		return ""
+	}
+	return s.current.ID
+}
+
+// acquire takes the run lease for this instance.
+func (s *Server) acquire(ctx context.Context) (store.Lease, error) {
+	l, ok, err := s.st.AcquireLease(ctx, LeaseName, s.cfg.Instance, s.cfg.LeaseTTL)
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("taking the run lease: %w", err)
+	}
+	if !ok {
+		return store.Lease{}, &HeldElsewhereError{Lease: l}
+	}
+	return l, nil
+}
+
+// errLeaseLost is the cause of a run's cancellation when its lease could
+// not be renewed.
+var errLeaseLost = errors.New("lost the run lease")
+
+// keepLease renews the lease every LeaseTTL/3 until ctx ends; when the
+// lease is taken by another instance, or cannot be renewed before it
+// expires, it cancels the run with errLeaseLost.
+func (s *Server) keepLease(ctx context.Context, cancel context.CancelCauseFunc, lease store.Lease) {
+	t := time.NewTicker(s.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l, ok, err := s.st.AcquireLease(ctx, LeaseName, s.cfg.Instance, s.cfg.LeaseTTL)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil && ok:
+			lease = l
+			continue
+		case err == nil:
+			s.log.Error("archive run lease taken by another instance; stopping the run", "holder", l.Owner)
+			cancel(fmt.Errorf("%w: instance %q holds it", errLeaseLost, l.Owner))
+			return
+		}
+		// Store trouble: keep trying while the lease is still ours.
+		if time.Until(lease.Expires) < s.cfg.LeaseTTL/6 {
+			s.log.Error("archive run lease could not be renewed before expiry; stopping the run", "error", err)
+			cancel(fmt.Errorf("%w: renewing: %v", errLeaseLost, err))
+			return
+		}
+		s.log.Warn("renewing archive run lease failed; retrying", "error", err)
 	}
 }
 
@@ -386,11 +533,30 @@ func (s *Server) update(r *RunStatus, f func(r *RunStatus)) {
 	s.mu.Unlock()
 }
 
-func (s *Server) execute(ctx context.Context, r *RunStatus) {
+// execute performs run r holding lease, renewing it meanwhile, and
+// releases the lease when done.
+func (s *Server) execute(ctx context.Context, r *RunStatus, lease store.Lease) {
 	s.m.runningGauge.Set(1)
 	start := time.Now()
-	s.log.Info("archive run started", "run_id", r.ID, "channel", r.Channel)
-	err := s.archiveAll(ctx, r)
+	s.log.Info("archive run started", "run_id", r.ID, "channel", r.Channel, "instance", s.cfg.Instance)
+	runCtx, cancel := context.WithCancelCause(ctx)
+	var keeper sync.WaitGroup
+	keeper.Add(1)
+	go func() {
+		defer keeper.Done()
+		s.keepLease(runCtx, cancel, lease)
+	}()
+	err := s.archiveAll(runCtx, r)
+	if cause := context.Cause(runCtx); err != nil && errors.Is(cause, errLeaseLost) {
+		err = cause
+	}
+	cancel(nil)
+	keeper.Wait()
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if rerr := s.st.ReleaseLease(rctx, LeaseName, s.cfg.Instance); rerr != nil {
+		s.log.Warn("releasing archive run lease failed; it lapses at its expiry", "error", rerr)
+	}
+	rcancel()
 	s.m.runDuration.Observe(time.Since(start).Seconds())
 	s.m.runningGauge.Set(0)
 
@@ -513,8 +679,14 @@ func (s *Server) archiveChannel(ctx context.Context, r *RunStatus, ch store.Chan
 		if err != nil {
 			return err
 		}
+		if err := s.step(ctx, "verified", ch.Name, n); err != nil {
+			return err
+		}
 		if err := s.st.SetArchivedThrough(ctx, ch.Name, last); err != nil {
 			return fmt.Errorf("setting archived-through of %q to %d: %w", ch.Name, last, err)
+		}
+		if err := s.step(ctx, "archived", ch.Name, n); err != nil {
+			return err
 		}
 		s.m.chunks.Inc()
 		if !reused {
@@ -528,11 +700,22 @@ func (s *Server) archiveChannel(ctx context.Context, r *RunStatus, ch store.Chan
 				r.BytesArchived += info.Size
 			}
 		})
+		if err := s.step(ctx, "purge", ch.Name, n); err != nil {
+			return err
+		}
 		if err := s.purge(ctx, r, ch.Name, last); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// step calls the test hook, if any.
+func (s *Server) step(ctx context.Context, name, channel string, n uint64) error {
+	if s.hook == nil {
+		return nil
+	}
+	return s.hook(ctx, name, channel, n)
 }
 
 func (s *Server) purge(ctx context.Context, r *RunStatus, channel string, through uint64) error {
@@ -590,6 +773,9 @@ func (s *Server) putVerified(ctx context.Context, channel string, n uint64, msgs
 	if err != nil {
 		return archive.ChunkInfo{}, false, err
 	}
+	if err := s.step(ctx, "written", channel, n); err != nil {
+		return archive.ChunkInfo{}, false, err
+	}
 	if _, err := s.arc.VerifyChunk(ctx, channel, n, len(msgs), info.Checksum); err != nil {
 		if !archive.IsUnavailable(err) {
 			s.m.verifyFail.Inc()
@@ -614,13 +800,30 @@ func sameMessages(a, b []store.Message) bool {
 // Handler returns the HTTP API:
 //
 //	POST /v1/archive/run[?channel=]  → 202 {"run_id":…,"started":bool}
-//	GET  /v1/archive/runs/{id}       → 200 RunStatus, 404 unknown id
+//	                                   (started=false: the run already in
+//	                                   progress in this instance);
+//	                                   409 {"error","holder","lease_expires_at"}
+//	                                   when another instance runs (not queued);
+//	                                   503 {"error"} + Retry-After when the store
+//	                                   is unreachable or shutting down
+//	GET  /v1/archive/runs/{id}       → 200 RunStatus, 404 unknown id (runs
+//	                                   of this instance only)
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/archive/run", func(w http.ResponseWriter, r *http.Request) {
-		id, started := s.Trigger(r.URL.Query().Get("channel"))
-		if id == "" {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "shutting down"})
+		id, started, err := s.Trigger(r.URL.Query().Get("channel"))
+		var held *HeldElsewhereError
+		switch {
+		case errors.As(err, &held):
+			writeJSON(w, http.StatusConflict, map[string]string{
+				"error": held.Error(), "holder": held.Lease.Owner,
+				"lease_expires_at": held.Lease.Expires.UTC().Format(time.RFC3339Nano),
+			})
+			return
+		case err != nil:
+			s.log.Warn("archive run not started", "error", err)
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "archive run not started: " + err.Error()})
 			return
 		}
 		w.Header().Set("Location", "/v1/archive/runs/"+id)

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,13 +23,64 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/internal/engines/ferret"
 	"github.com/herald-chat/herald/internal/engines/s3local/s3test"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/memstore"
+	mongostore "github.com/herald-chat/herald/internal/store/mongo"
 	"github.com/herald-chat/herald/internal/store/sqlite"
 )
 
-func TestMain(m *testing.M) { s3test.Main(m) }
+func TestMain(m *testing.M) {
+	code := s3test.Run(m)
+	stopFerret()
+	os.Exit(code)
+}
+
+// FerretDB (the MongoDB-wire engine of the mongo store's tests) starts on
+// first use, shared by the tests of this binary; each test gets its own
+// database. HERALD_TEST_MONGO_URI points the tests at a real MongoDB
+// instead.
+var (
+	ferretOnce sync.Once
+	ferretURI  string
+	ferretErr  error
+	ferretStop = func() {}
+	ferretDBs  atomic.Int64
+)
+
+func stopFerret() { ferretStop() }
+
+func openMongo(tb testing.TB) store.Store {
+	tb.Helper()
+	ferretOnce.Do(func() {
+		if uri := os.Getenv("HERALD_TEST_MONGO_URI"); uri != "" {
+			ferretURI = uri
+			return
+		}
+		dir, err := os.MkdirTemp("", "herald-cacher-ferret-")
+		if err != nil {
+			ferretErr = err
+			return
+		}
+		var stop func()
+		ferretURI, stop, ferretErr = ferret.Start(context.Background(), dir)
+		if ferretErr == nil {
+			ferretStop = func() { stop(); os.RemoveAll(dir) }
+		}
+	})
+	if ferretErr != nil {
+		tb.Fatalf("starting FerretDB: %v", ferretErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := mongostore.Open(ctx, ferretURI, fmt.Sprintf("herald_cacher_%d_%d", os.Getpid(), ferretDBs.Add(1)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	return st
+}
 
 const k = 4
 
@@ -180,6 +233,7 @@ var stores = []storeFactory{
 		tb.Cleanup(func() { st.Close() })
 		return st
 	}},
+	{"mongo-ferretdb", openMongo},
 }
 
 func TestRunArchivesOldFullChunks(t *testing.T) {
@@ -505,6 +559,8 @@ func TestConfig(t *testing.T) {
 		{"bad addr", Config{Addr: "nope", Interval: time.Minute}, false},
 		{"zero interval", Config{Addr: ":1"}, false},
 		{"negative age", Config{Addr: ":1", Interval: time.Minute, MinAge: -1}, false},
+		{"lease ttl too short", Config{Addr: ":1", Interval: time.Minute, LeaseTTL: time.Millisecond}, false},
+		{"lease ttl", Config{Addr: ":1", Interval: time.Minute, LeaseTTL: 10 * time.Second}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.cfg.Validate(); (err == nil) != tc.ok {

@@ -6,10 +6,20 @@
 // bytes) and the rest from the store; a page may span both. Seqs are dense
 // (1 … last seq), so a page's expected seqs are known in advance: when the
 // store returns fewer (the cacher archived and purged them meanwhile), the
-// channel state is re-read and the page retried, so a page never has a gap
-// or a duplicate (invariant I5). A missing or corrupt chunk falls back to
-// the store when the store still holds the seqs; otherwise the request
-// fails with 503.
+// channel state is re-read to confirm they are archived now and they are
+// taken from S3, so a page never has a gap or a duplicate (invariant I5);
+// anything else makes the page retry, and 503 after a few attempts. A
+// missing or corrupt chunk falls back to the store when the store still
+// holds the seqs; otherwise the request fails with 503: a page is complete
+// or not served.
+//
+// Caching: a page whose seqs are all archived and whose bounds do not
+// depend on the channel's head (an asc page ending before the head's limit,
+// or a page bounded by before ≤ last seq) is immutable: it carries a strong
+// ETag (derived from channel, seq range and next cursor, so a conditional
+// request is answered 304 without reading S3) and Cache-Control private,
+// max-age one year, immutable. Every other response is Cache-Control:
+// no-store.
 //
 // Routes (see openapi.json, served at GET /v1/openapi.json):
 //
@@ -25,8 +35,10 @@ package management
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,6 +47,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,20 +101,22 @@ func (c *Config) Validate() error {
 }
 
 type metrics struct {
-	duration   *prometheus.HistogramVec
-	chunkReads *prometheus.CounterVec
-	cacheHits  prometheus.Counter
-	cacheMiss  prometheus.Counter
-	cacheBytes prometheus.Gauge
-	fallbacks  prometheus.Counter
-	retries    prometheus.Counter
+	duration    *prometheus.HistogramVec
+	chunkReads  *prometheus.CounterVec
+	cacheHits   prometheus.Counter
+	cacheMiss   prometheus.Counter
+	cacheBytes  prometheus.Gauge
+	fallbacks   prometheus.Counter
+	retries     prometheus.Counter
+	notModified prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "herald_management_request_duration_seconds", Help: "REST request duration by route pattern and status code.",
-			Buckets: prometheus.DefBuckets,
+			// 0.5 ms (chunk-cache hits) … 8 s (cold S3 reads under load).
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 15),
 		}, []string{"route", "code"}),
 		chunkReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_management_s3_chunk_reads_total", Help: "Archive chunk reads from S3 by result (ok, not_found, corrupt, error).",
@@ -119,10 +134,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_management_store_fallbacks_total", Help: "Archived seq ranges served from the store because their chunk was missing or corrupt.",
 		}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_management_page_retries_total", Help: "Pages re-read because the store lacked seqs (archived and purged concurrently).",
+			Name: "herald_management_page_retries_total", Help: "Page reads that found seqs purged concurrently (archived meanwhile) and took them from S3 instead.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.duration, m.chunkReads, m.cacheHits, m.cacheMiss, m.cacheBytes, m.fallbacks, m.retries} {
+	m.notModified = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_management_not_modified_total", Help: "Immutable (archived) pages answered 304 Not Modified from If-None-Match, without reading S3.",
+	})
+	for _, c := range []prometheus.Collector{m.duration, m.chunkReads, m.cacheHits, m.cacheMiss, m.cacheBytes, m.fallbacks, m.retries, m.notModified} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering management metrics: %w", err)
 		}
@@ -250,9 +268,12 @@ type errorBody struct {
 	Parameter string `json:"parameter,omitempty"`
 }
 
+// writeJSON writes v; Cache-Control is no-store unless already set.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	if w.Header().Get("Cache-Control") == "" {
+		w.Header().Set("Cache-Control", "no-store")
+	}
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
 }
@@ -434,11 +455,22 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		badParam(w, perr.param, perr.msg)
 		return
 	}
-	msgs, next, err := s.page(r.Context(), name, q)
+	res, err := s.page(r.Context(), name, q, r.Header.Get("If-None-Match"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if res.etag != "" {
+		h := w.Header()
+		h.Set("ETag", res.etag)
+		h.Set("Cache-Control", immutableCacheControl)
+		h.Set("Vary", "Authorization")
+		if res.notModified {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	msgs, next := res.msgs, res.next
 	out := pageJSON{Messages: make([]messageJSON, len(msgs))}
 	for i := range msgs {
 		m := &msgs[i]
@@ -461,9 +493,48 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 // errIncomplete: the store lacked seqs of the page (purged concurrently).
 var errIncomplete = errors.New("store returned an incomplete range")
 
-// page returns the messages of one page (in response order) and the query
-// of the next page, nil when there is none.
-func (s *Server) page(ctx context.Context, channel string, q query) ([]store.Message, *query, error) {
+// immutableCacheControl is the Cache-Control of immutable (archived)
+// pages: private because they need a token.
+const immutableCacheControl = "private, max-age=31536000, immutable"
+
+// etagVersion changes whenever the JSON of a page would change for the same
+// messages, so cached immutable pages are not mistaken for new ones.
+const etagVersion = "h1"
+
+// pageResult is one page: its messages (in response order), the query of
+// the next page (nil when there is none) and, for an immutable page, its
+// ETag; notModified when that ETag matched If-None-Match (msgs not read).
+type pageResult struct {
+	msgs        []store.Message
+	next        *query
+	etag        string
+	notModified bool
+}
+
+// pageETag identifies the content of an immutable page: its seqs (whose
+// messages never change once archived) and its next cursor.
+func pageETag(channel string, from, to uint64, asc bool, next *query) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\x00%v\x00", etagVersion, channel, from, to, asc)
+	if next != nil {
+		h.Write([]byte(encodeCursor(*next)))
+	}
+	return `"` + etagVersion + "-" + hex.EncodeToString(h.Sum(nil)[:16]) + `"`
+}
+
+// etagMatches implements If-None-Match's weak comparison.
+func etagMatches(ifNoneMatch, etag string) bool {
+	for _, t := range strings.Split(ifNoneMatch, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// page returns one page; ifNoneMatch is the request's If-None-Match.
+func (s *Server) page(ctx context.Context, channel string, q query, ifNoneMatch string) (pageResult, error) {
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
@@ -471,7 +542,7 @@ func (s *Server) page(ctx context.Context, channel string, q query) ([]store.Mes
 		}
 		ch, err := s.st.Channel(ctx, channel)
 		if err != nil {
-			return nil, nil, err
+			return pageResult{}, err
 		}
 		lo := q.After + 1
 		hi := ch.LastSeq
@@ -479,7 +550,7 @@ func (s *Server) page(ctx context.Context, channel string, q query) ([]store.Mes
 			hi = q.Before - 1
 		}
 		if q.After >= hi {
-			return []store.Message{}, nil, nil
+			return pageResult{msgs: []store.Message{}}, nil
 		}
 		limit := uint64(q.Limit)
 		var from, to uint64
@@ -494,38 +565,76 @@ func (s *Server) page(ctx context.Context, channel string, q query) ([]store.Mes
 				from = hi - limit + 1
 			}
 		}
+		var next *query
+		if q.Asc && to < hi {
+			next = &query{Asc: true, After: to, Before: q.Before}
+		}
+		if !q.Asc && from > lo {
+			next = &query{Before: from, After: q.After}
+		}
+		// Immutable: every seq archived, and neither end nor cursor depends
+		// on the head (an asc page cut by limit, or a before ≤ last seq + 1).
+		var etag string
+		if to <= ch.ArchivedThrough && ((q.Asc && to < ch.LastSeq) || (q.Before != 0 && q.Before-1 <= ch.LastSeq)) {
+			etag = pageETag(channel, from, to, q.Asc, next)
+			if ifNoneMatch != "" && etagMatches(ifNoneMatch, etag) {
+				s.m.notModified.Inc()
+				return pageResult{next: next, etag: etag, notModified: true}, nil
+			}
+		}
 		msgs, err := s.read(ctx, ch, from, to)
 		if errors.Is(err, errIncomplete) {
 			lastErr = err
 			continue
 		}
 		if err != nil {
-			return nil, nil, err
+			return pageResult{}, err
 		}
-		var next *query
-		if q.Asc {
-			if to < hi {
-				next = &query{Asc: true, After: to, Before: q.Before}
-			}
-		} else {
-			for i, j := 0, len(msgs)-1; i < j; i, j = i+1, j-1 {
-				msgs[i], msgs[j] = msgs[j], msgs[i]
-			}
-			if from > lo {
-				next = &query{Before: from, After: q.After}
-			}
+		if !q.Asc {
+			slices.Reverse(msgs)
 		}
-		return msgs, next, nil
+		return pageResult{msgs: msgs, next: next, etag: etag}, nil
 	}
 	s.log.Error("history page stayed incomplete after re-reads", "channel", channel, "error", lastErr)
-	return nil, nil, fmt.Errorf("reading history: %w", lastErr)
+	return pageResult{}, fmt.Errorf("reading history: %w", lastErr)
 }
 
 // read returns exactly the messages from … to (ascending) of ch: seqs at or
 // below ch.ArchivedThrough from S3 chunks, the rest from the store.
+//
+// The store is read first, right after the channel state, so a concurrent
+// purge has little time to strike. The cacher purges a prefix of a channel
+// and only after archived-through covers it, so when the store lacks the
+// start of its range those seqs are archived by now: the channel state is
+// re-read to confirm it and they are taken from S3 instead, without
+// re-reading the page. Anything else missing is errIncomplete.
 func (s *Server) read(ctx context.Context, ch store.Channel, from, to uint64) ([]store.Message, error) {
-	out := make([]store.Message, 0, to-from+1)
 	a := ch.ArchivedThrough
+	var tail []store.Message
+	if to > a {
+		sFrom := max(from, a+1)
+		msgs, err := s.st.Messages(ctx, store.Range{Channel: ch.Name, From: sFrom, To: to})
+		if err != nil {
+			return nil, fmt.Errorf("reading store: %w", err)
+		}
+		n := uint64(len(msgs))
+		if n > to-sFrom+1 || !dense(msgs, to-n+1, to) {
+			return nil, errIncomplete
+		}
+		if b := to - n; b >= sFrom { // seqs sFrom…b were purged meanwhile
+			s.m.retries.Inc()
+			now, err := s.st.Channel(ctx, ch.Name)
+			if err != nil {
+				return nil, err
+			}
+			if now.ArchivedThrough < b {
+				return nil, errIncomplete
+			}
+			a = b
+		}
+		tail = msgs
+	}
+	out := make([]store.Message, 0, to-from+1)
 	for seq := from; seq <= to && seq <= a; {
 		n := (seq - 1) / s.k
 		end := min((n+1)*s.k, to, a) // last seq of this chunk to take
@@ -536,18 +645,7 @@ func (s *Server) read(ctx context.Context, ch store.Channel, from, to uint64) ([
 		out = append(out, part...)
 		seq = end + 1
 	}
-	if to > a {
-		sFrom := max(from, a+1)
-		msgs, err := s.st.Messages(ctx, store.Range{Channel: ch.Name, From: sFrom, To: to})
-		if err != nil {
-			return nil, fmt.Errorf("reading store: %w", err)
-		}
-		if !dense(msgs, sFrom, to) {
-			return nil, errIncomplete
-		}
-		out = append(out, msgs...)
-	}
-	return out, nil
+	return append(out, tail...), nil
 }
 
 // archived returns seqs from … to of chunk n, from the cache or S3, or

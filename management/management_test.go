@@ -173,11 +173,29 @@ type response struct {
 	body   []byte
 }
 
+// get requests path with token tok ("" = none; a value without a dot is
+// sent as is) and checks the response against openapi.json.
 func (e *env) get(tb testing.TB, path, tok string) response {
+	tb.Helper()
+	return e.getWith(tb, path, tok, nil)
+}
+
+func (e *env) getWith(tb testing.TB, path, tok string, hdr http.Header) response {
+	tb.Helper()
+	r := e.do(tb, path, tok, hdr)
+	p, _, _ := strings.Cut(path, "?")
+	doc(tb).check(tb, "GET", p, r)
+	return r
+}
+
+func (e *env) do(tb testing.TB, path, tok string, hdr http.Header) response {
 	tb.Helper()
 	req, err := http.NewRequest("GET", e.http.URL+path, nil)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)

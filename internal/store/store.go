@@ -94,6 +94,16 @@ type Range struct {
 	Desc bool
 }
 
+// Lease is a named, expiring claim held by one owner, used to let only one
+// of several processes do something at a time (the cacher's archive run).
+type Lease struct {
+	Name  string
+	Owner string
+	// Expires is when the lease lapses unless its owner renews it
+	// (millisecond precision).
+	Expires time.Time
+}
+
 // Store is implemented by store/sqlite and store/mongo.
 type Store interface {
 	// WriteBatch persists the batch idempotently (a message whose
@@ -118,6 +128,21 @@ type Store interface {
 	// above the channel's archived-through seq. It returns how many were
 	// deleted (0 for an unknown channel).
 	Purge(ctx context.Context, channel string, through uint64) (int64, error)
+	// AcquireLease takes the lease name for owner until now+ttl when it is
+	// free, expired or already held by owner (so acquiring again renews
+	// it). It returns the lease as it stands after the call and whether
+	// owner holds it; when another owner holds an unexpired lease nothing
+	// changes and acquired is false. Expiry uses the caller's clock, so the
+	// clocks of competing processes must agree to well within ttl.
+	//
+	// Exclusion is as strong as the backend's single-document atomicity:
+	// exact on SQLite, memstore and MongoDB, best effort on FerretDB v1
+	// (which updates by query-then-write). Callers must stay safe if two
+	// owners briefly overlap; the lease saves work, it does not guard data.
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (l Lease, acquired bool, err error)
+	// ReleaseLease frees the lease name if owner holds it; otherwise (free,
+	// expired and taken by another, unknown) it does nothing.
+	ReleaseLease(ctx context.Context, name, owner string) error
 	// Ping checks the backend is reachable.
 	Ping(ctx context.Context) error
 	Close() error

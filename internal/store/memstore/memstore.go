@@ -32,6 +32,7 @@ type Store struct {
 	channels    map[string]*channelRec
 	messages    map[string][]store.Message // per channel, sorted by seq
 	checkpoints map[int32]int64
+	leases      map[string]store.Lease
 }
 
 var _ store.Store = (*Store)(nil)
@@ -42,6 +43,7 @@ func New() *Store {
 		channels:    make(map[string]*channelRec),
 		messages:    make(map[string][]store.Message),
 		checkpoints: make(map[int32]int64),
+		leases:      make(map[string]store.Lease),
 	}
 }
 
@@ -283,6 +285,38 @@ func (s *Store) Purge(ctx context.Context, channel string, through uint64) (int6
 	copy(rest, msgs[i:])
 	s.messages[channel] = rest
 	return int64(i), nil
+}
+
+// AcquireLease implements store.Store.
+func (s *Store) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
+	if name == "" || owner == "" || ttl <= 0 {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: name, owner and a positive ttl are required", name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return store.Lease{}, false, err
+	}
+	now := time.Now()
+	if cur, ok := s.leases[name]; ok && cur.Owner != owner && cur.Expires.After(now) {
+		return cur, false, nil
+	}
+	l := store.Lease{Name: name, Owner: owner, Expires: time.UnixMilli(now.Add(ttl).UnixMilli()).UTC()}
+	s.leases[name] = l
+	return l, true, nil
+}
+
+// ReleaseLease implements store.Store.
+func (s *Store) ReleaseLease(ctx context.Context, name, owner string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if cur, ok := s.leases[name]; ok && cur.Owner == owner {
+		delete(s.leases, name)
+	}
+	return nil
 }
 
 // Ping implements store.Store.

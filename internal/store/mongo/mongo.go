@@ -3,7 +3,8 @@
 // process (internal/engines/ferret).
 //
 // Collections: messages (unique index {channel, seq}), channels (_id = name,
-// index {partition}) and checkpoints (_id = partition). Message payloads
+// index {partition}), checkpoints (_id = partition) and leases (_id = name;
+// {owner, expires}). Message payloads
 // (data, info) are stored as BSON binary so they come back byte-exact.
 //
 // No transactions are used (FerretDB v1 has none). WriteBatch runs three
@@ -45,6 +46,7 @@ type Store struct {
 	messages    *mongo.Collection
 	channels    *mongo.Collection
 	checkpoints *mongo.Collection
+	leases      *mongo.Collection
 }
 
 var _ store.Store = (*Store)(nil)
@@ -87,6 +89,7 @@ func Open(ctx context.Context, uri, dbName string) (*Store, error) {
 		messages:    db.Collection("messages"),
 		channels:    db.Collection("channels"),
 		checkpoints: db.Collection("checkpoints"),
+		leases:      db.Collection("leases"),
 	}
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.Background())
@@ -415,6 +418,60 @@ func (s *Store) Purge(ctx context.Context, channel string, through uint64) (int6
 		return 0, fmt.Errorf("purging %q: %w", channel, wrap(err))
 	}
 	return res.DeletedCount, nil
+}
+
+type leaseDoc struct {
+	Name    string    `bson:"_id"`
+	Owner   string    `bson:"owner"`
+	Expires time.Time `bson:"expires"`
+}
+
+// AcquireLease implements store.Store without transactions: a conditional
+// update (same owner, or expired) of the lease document, else an insert,
+// whose duplicate-key error means another owner holds it. Both are
+// single-document operations, atomic on MongoDB.
+func (s *Store) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
+	if name == "" || owner == "" || ttl <= 0 {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: name, owner and a positive ttl are required", name)
+	}
+	now := time.Now()
+	expires := time.UnixMilli(now.Add(ttl).UnixMilli()).UTC()
+	res, err := s.leases.UpdateOne(ctx,
+		bson.D{
+			{Key: "_id", Value: name},
+			{Key: "$or", Value: bson.A{
+				bson.D{{Key: "owner", Value: owner}},
+				bson.D{{Key: "expires", Value: bson.D{{Key: "$lte", Value: now}}}},
+			}},
+		},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "owner", Value: owner}, {Key: "expires", Value: expires}}}})
+	if err != nil {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: %w", name, wrap(err))
+	}
+	mine := store.Lease{Name: name, Owner: owner, Expires: expires}
+	if res.MatchedCount == 1 {
+		return mine, true, nil
+	}
+	_, err = s.leases.InsertOne(ctx, leaseDoc{Name: name, Owner: owner, Expires: expires})
+	if err == nil {
+		return mine, true, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: %w", name, wrap(err))
+	}
+	var d leaseDoc
+	if err := s.leases.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&d); err != nil {
+		return store.Lease{}, false, fmt.Errorf("reading lease %q: %w", name, wrap(err))
+	}
+	return store.Lease{Name: name, Owner: d.Owner, Expires: d.Expires.UTC()}, false, nil
+}
+
+// ReleaseLease implements store.Store.
+func (s *Store) ReleaseLease(ctx context.Context, name, owner string) error {
+	if _, err := s.leases.DeleteOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "owner", Value: owner}}); err != nil {
+		return fmt.Errorf("releasing lease %q: %w", name, wrap(err))
+	}
+	return nil
 }
 
 // Ping implements store.Store.

@@ -1,8 +1,8 @@
 // Package sqlite is the embedded default store.Store, on the pure-Go
 // modernc.org/sqlite driver.
 //
-// Layout: tables messages (PRIMARY KEY channel, seq), channels (name PK) and
-// checkpoints (partition PK); WAL journal, synchronous=NORMAL, busy_timeout.
+// Layout: tables messages (PRIMARY KEY channel, seq), channels (name PK),
+// checkpoints (partition PK) and leases (name PK); WAL journal, synchronous=NORMAL, busy_timeout.
 //
 // Concurrency: every method is safe for concurrent use. SQLite has a single
 // writer, so all writes go through one dedicated connection guarded by a
@@ -55,6 +55,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	"partition"  INTEGER NOT NULL PRIMARY KEY,
 	next_offset INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+	name       TEXT    NOT NULL PRIMARY KEY,
+	owner      TEXT    NOT NULL,
+	expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 `
 
 // insertChunk is how many rows one multi-row INSERT carries (10 columns
@@ -470,6 +475,47 @@ func (s *Store) Purge(ctx context.Context, channel string, through uint64) (int6
 		return 0, fmt.Errorf("purging %q: %w", channel, wrap(err))
 	}
 	return n, nil
+}
+
+// acquireLeaseSQL takes or renews a lease in one statement: it inserts,
+// or overwrites a row held by the same owner or expired; RETURNING yields
+// a row only when the caller got the lease.
+const acquireLeaseSQL = `INSERT INTO leases (name, owner, expires_ms) VALUES (?1, ?2, ?3)
+	ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms
+	WHERE leases.owner = excluded.owner OR leases.expires_ms <= ?4
+	RETURNING owner, expires_ms`
+
+// AcquireLease implements store.Store.
+func (s *Store) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
+	if name == "" || owner == "" || ttl <= 0 {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: name, owner and a positive ttl are required", name)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	now := time.Now()
+	l := store.Lease{Name: name}
+	var ms int64
+	err := s.w.QueryRowContext(ctx, acquireLeaseSQL, name, owner, now.Add(ttl).UnixMilli(), now.UnixMilli()).Scan(&l.Owner, &ms)
+	acquired := err == nil
+	if errors.Is(err, sql.ErrNoRows) {
+		// Held by another owner: report who.
+		err = s.w.QueryRowContext(ctx, `SELECT owner, expires_ms FROM leases WHERE name = ?`, name).Scan(&l.Owner, &ms)
+	}
+	if err != nil {
+		return store.Lease{}, false, fmt.Errorf("acquiring lease %q: %w", name, wrap(err))
+	}
+	l.Expires = time.UnixMilli(ms).UTC()
+	return l, acquired, nil
+}
+
+// ReleaseLease implements store.Store.
+func (s *Store) ReleaseLease(ctx context.Context, name, owner string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND owner = ?`, name, owner); err != nil {
+		return fmt.Errorf("releasing lease %q: %w", name, wrap(err))
+	}
+	return nil
 }
 
 // Ping implements store.Store.

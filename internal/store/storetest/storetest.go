@@ -49,6 +49,9 @@ func Run(t *testing.T, open func(t testing.TB) store.Store) {
 		{"Purge", testPurge},
 		{"Ping", testPing},
 		{"Concurrency", testConcurrency},
+		{"Lease", testLease},
+		{"LeaseExpiry", testLeaseExpiry},
+		{"LeaseConcurrentAcquire", testLeaseConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -701,5 +704,102 @@ func testConcurrency(t *testing.T, s store.Store) {
 			}
 			wantSeqs(t, ch, allMessages(t, s, ch), seqRange(1, per))
 		}
+	}
+}
+
+func acquire(t testing.TB, s store.Store, name, owner string, ttl time.Duration, want bool) store.Lease {
+	t.Helper()
+	l, ok, err := s.AcquireLease(ctxFor(t), name, owner, ttl)
+	if err != nil {
+		t.Fatalf("AcquireLease(%s, %s): %v", name, owner, err)
+	}
+	if ok != want || l.Name != name {
+		t.Fatalf("AcquireLease(%s, %s) = %+v, %v; want acquired=%v", name, owner, l, ok, want)
+	}
+	return l
+}
+
+func testLease(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	before := time.Now()
+	a := acquire(t, s, "run", "a", time.Minute, true)
+	if a.Owner != "a" || a.Expires.Before(before.Add(time.Minute-time.Second)) || a.Expires.After(time.Now().Add(time.Minute+time.Second)) {
+		t.Fatalf("lease %+v", a)
+	}
+	// Another owner is refused and told who holds it until when.
+	if b := acquire(t, s, "run", "b", time.Minute, false); b.Owner != "a" || !b.Expires.Equal(a.Expires) {
+		t.Fatalf("held lease reported as %+v, want %+v", b, a)
+	}
+	// Another name is independent.
+	acquire(t, s, "other", "b", time.Minute, true)
+	// Renewal by the holder moves the expiry.
+	time.Sleep(5 * time.Millisecond)
+	if a2 := acquire(t, s, "run", "a", 2*time.Minute, true); !a2.Expires.After(a.Expires) {
+		t.Fatalf("renewal did not extend: %+v after %+v", a2, a)
+	}
+	// Releasing someone else's lease does nothing.
+	if err := s.ReleaseLease(ctx, "run", "b"); err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, s, "run", "b", time.Minute, false)
+	if err := s.ReleaseLease(ctx, "run", "a"); err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, s, "run", "b", time.Minute, true)
+	acquire(t, s, "run", "a", time.Minute, false)
+	for _, name := range []string{"run", "never"} { // twice, and unknown
+		if err := s.ReleaseLease(ctx, name, "a"); err != nil {
+			t.Fatalf("ReleaseLease(%s): %v", name, err)
+		}
+	}
+	if _, _, err := s.AcquireLease(ctx, "run", "", time.Minute); err == nil {
+		t.Error("AcquireLease with an empty owner succeeded")
+	}
+	if _, _, err := s.AcquireLease(ctx, "run", "c", 0); err == nil {
+		t.Error("AcquireLease with ttl 0 succeeded")
+	}
+}
+
+func testLeaseExpiry(t *testing.T, s store.Store) {
+	acquire(t, s, "run", "a", 200*time.Millisecond, true)
+	acquire(t, s, "run", "b", time.Minute, false)
+	time.Sleep(300 * time.Millisecond)
+	b := acquire(t, s, "run", "b", time.Minute, true)
+	if b.Owner != "b" {
+		t.Fatalf("lease after expiry %+v", b)
+	}
+	// The previous owner lost it: it can neither renew nor release it.
+	acquire(t, s, "run", "a", time.Minute, false)
+	if err := s.ReleaseLease(ctxFor(t), "run", "a"); err != nil {
+		t.Fatal(err)
+	}
+	acquire(t, s, "run", "a", time.Minute, false)
+}
+
+func testLeaseConcurrent(t *testing.T, s store.Store) {
+	const owners = 4
+	ctx := ctxFor(t)
+	var wg sync.WaitGroup
+	got := make([]bool, owners)
+	errs := make([]error, owners)
+	for i := range owners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, got[i], errs[i] = s.AcquireLease(ctx, "race", fmt.Sprintf("o%d", i), time.Minute)
+		}()
+	}
+	wg.Wait()
+	winners := 0
+	for i := range owners {
+		if errs[i] != nil {
+			t.Fatalf("owner %d: %v", i, errs[i])
+		}
+		if got[i] {
+			winners++
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d owners acquired one lease concurrently", winners)
 	}
 }

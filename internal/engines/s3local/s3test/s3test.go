@@ -35,10 +35,13 @@ var gw *s3local.Server
 // and exits. Call it from TestMain. Note that the gateway changes the
 // process working directory to its data directory.
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it starts the shared gateway, runs the
+// tests and returns their exit code, for a TestMain that also sets up
+// other engines.
+func Run(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "herald-s3test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "s3test:", err)
