@@ -45,13 +45,25 @@ type client struct {
 	state connState
 
 	deadline     int64 // unix ns: end of handshake (stateHTTP, stateWS)
+	lastFrame    int64 // unix ns of the last complete frame (idle timeout)
 	nextPing     int64 // unix ns
 	pongDeadline int64 // unix ns, 0 = no ping outstanding
-	expiresAt    int64 // unix ns, 0 = token does not expire
+	expiresAt    int64 // unix ns: token exp + ExpiredCloseDelay, 0 = never
+	subExpiry    int64 // unix ns: earliest expiresAt of the subscriptions, 0 = none
 	closeCode    uint16
 
+	// Publish rate limit: token bucket and rejections in the current window.
+	pubTokens    float64
+	pubLast      int64 // unix ns of the last refill, 0 = bucket not started
+	rejectWindow int64 // unix ns start of the rejection window
+	rejects      int32
+
+	deflate bool // permessage-deflate negotiated
+
 	fragging bool
+	fragZip  bool // the fragmented message is compressed
 	fragOp   byte
+	fragUTF8 int // bytes of frag validated as UTF-8 (uncompressed text)
 	frag     []byte
 
 	id      string
@@ -62,6 +74,11 @@ type client struct {
 
 	iov      [][]byte
 	iovBytes int
+
+	// early holds commands that arrived while connect was positioning the
+	// server-side subscriptions; they run in order right after the connect
+	// reply (clients may pipeline commands after connect).
+	early []byte
 }
 
 // subState is the lifecycle of one subscription.
@@ -88,6 +105,9 @@ type subscription struct {
 	reqEpoch  string
 	cmdID     uint32
 	result    protocol.SubscribeResult
+
+	tokenExp  int64 // unix ns: the subscription token's exp, 0 = none
+	expiresAt int64 // tokenExp + ExpiredCloseDelay, 0 = never
 }
 
 type pendingPush struct {
@@ -105,6 +125,7 @@ type connectOp struct {
 var (
 	errStop       = errors.New("connection closing")
 	errBadRequest = errors.New("bad request")
+	errPause      = errors.New("connect in progress")
 )
 
 // onTraffic consumes every complete upgrade request and frame in the inbound
@@ -129,7 +150,7 @@ func (cl *client) onTraffic() {
 			}
 			return
 		}
-		resp, ok := upgrade(buf[:end], wsPath, srv.cfg.MaxHeaderSize)
+		resp, ok, deflate := upgrade(buf[:end], wsPath, srv.cfg.MaxHeaderSize, srv.cfg.AllowedOrigins, srv.cfg.Compression)
 		_, _ = c.Write(resp)
 		consumed = end
 		if !ok {
@@ -139,7 +160,10 @@ func (cl *client) onTraffic() {
 			return
 		}
 		cl.state = stateWS
-		cl.deadline = time.Now().Add(srv.cfg.HandshakeTimeout).UnixNano()
+		cl.deflate = deflate
+		now := time.Now()
+		cl.deadline = now.Add(srv.cfg.HandshakeTimeout).UnixNano()
+		cl.lastFrame = now.UnixNano()
 	}
 	maxMsg := uint64(srv.cfg.MaxMessageSize)
 	frames := 0
@@ -148,7 +172,7 @@ func (cl *client) onTraffic() {
 		if err != nil {
 			break // incomplete header
 		}
-		if h.rsv != 0 || !h.masked || !validOp(h.op) || (h.op >= opClose && (!h.fin || h.length > 125)) {
+		if !cl.validHeader(&h) {
 			cl.closeWS(closeProtocolError, "protocol error")
 			break
 		}
@@ -165,6 +189,9 @@ func (cl *client) onTraffic() {
 		consumed += total
 		frames++
 		cl.onFrame(h, payload)
+	}
+	if frames > 0 {
+		cl.lastFrame = time.Now().UnixNano()
 	}
 	if cl.state >= stateClosing {
 		consumed = -1 // drop everything
@@ -187,6 +214,26 @@ func validOp(op byte) bool {
 	return false
 }
 
+// validHeader checks a client frame header against RFC 6455 (and RFC 7692
+// when compression was negotiated): masked, known opcode, control frames
+// unfragmented and at most 125 bytes, the length's top bit clear, RSV1 only
+// on the first frame of a compressed message.
+func (cl *client) validHeader(h *frameHeader) bool {
+	if !h.masked || !validOp(h.op) || h.length>>63 != 0 {
+		return false
+	}
+	if h.op >= opClose && (!h.fin || h.length > 125) {
+		return false
+	}
+	switch h.rsv {
+	case 0:
+		return true
+	case rsv1:
+		return cl.deflate && (h.op == opText || h.op == opBinary)
+	}
+	return false
+}
+
 func (cl *client) onFrame(h frameHeader, payload []byte) {
 	maxMsg := cl.l.srv.cfg.MaxMessageSize
 	switch h.op {
@@ -194,22 +241,28 @@ func (cl *client) onFrame(h frameHeader, payload []byte) {
 		cl.enqueueFrame(opPong, payload)
 	case opPong:
 	case opClose:
-		code := closeNormal
-		if len(payload) >= 2 {
-			code = binary.BigEndian.Uint16(payload)
-		}
-		cl.closeWS(code, "")
+		cl.onClose(payload)
 	case opText, opBinary:
 		if cl.fragging {
 			cl.closeWS(closeProtocolError, "expected continuation")
 			return
 		}
+		zip := h.rsv == rsv1
 		if !h.fin {
-			cl.fragging, cl.fragOp = true, h.op
+			cl.fragging, cl.fragOp, cl.fragZip, cl.fragUTF8 = true, h.op, zip, 0
 			cl.frag = append(make([]byte, 0, len(payload)*2), payload...)
+			cl.checkFragUTF8()
 			return
 		}
-		cl.onMessage(h.op, payload)
+		if zip {
+			cl.onCompressed(h.op, payload)
+			return
+		}
+		if h.op == opText && !utf8.Valid(payload) {
+			cl.closeWS(closeInvalidData, "invalid UTF-8")
+			return
+		}
+		cl.onMessage(payload)
 	case opContinuation:
 		if !cl.fragging {
 			cl.closeWS(closeProtocolError, "unexpected continuation")
@@ -221,32 +274,129 @@ func (cl *client) onFrame(h frameHeader, payload []byte) {
 			return
 		}
 		cl.frag = append(cl.frag, payload...)
+		if !cl.checkFragUTF8() {
+			return
+		}
 		if h.fin {
-			msg, op := cl.frag, cl.fragOp
+			msg, op, zip := cl.frag, cl.fragOp, cl.fragZip
 			cl.frag, cl.fragging = nil, false
-			cl.onMessage(op, msg)
+			if zip {
+				cl.onCompressed(op, msg)
+				return
+			}
+			if op == opText && cl.fragUTF8 != len(msg) {
+				cl.closeWS(closeInvalidData, "invalid UTF-8")
+				return
+			}
+			cl.onMessage(msg)
 		}
 	}
 }
 
-func (cl *client) onMessage(op byte, data []byte) {
-	if op == opText && !utf8.Valid(data) {
+// checkFragUTF8 validates the new bytes of an uncompressed fragmented text
+// message, so invalid UTF-8 fails the connection (1007) as soon as it is
+// seen rather than when the message completes. It reports false after
+// closing.
+func (cl *client) checkFragUTF8() bool {
+	if cl.fragOp != opText || cl.fragZip {
+		return true
+	}
+	n, ok := validUTF8Prefix(cl.frag[cl.fragUTF8:])
+	cl.fragUTF8 += n
+	if !ok {
+		cl.frag = nil
+		cl.closeWS(closeInvalidData, "invalid UTF-8")
+		return false
+	}
+	return true
+}
+
+// onClose answers a client close frame: its status code is echoed; a
+// malformed close (1-byte payload, a code that must not be sent) is a
+// protocol error, a reason in invalid UTF-8 is 1007.
+func (cl *client) onClose(payload []byte) {
+	switch {
+	case len(payload) == 0:
+		cl.closeWS(closeNormal, "")
+	case len(payload) == 1:
+		cl.closeWS(closeProtocolError, "bad close frame")
+	case !validCloseCode(binary.BigEndian.Uint16(payload)):
+		cl.closeWS(closeProtocolError, "bad close code")
+	case !utf8.Valid(payload[2:]):
+		cl.closeWS(closeInvalidData, "invalid UTF-8")
+	default:
+		cl.closeWS(binary.BigEndian.Uint16(payload), "")
+	}
+}
+
+// onCompressed inflates a permessage-deflate message (capped at
+// MaxMessageSize → 1009) and handles it.
+func (cl *client) onCompressed(op byte, data []byte) {
+	msg, err := cl.l.inflate(data, cl.l.srv.cfg.MaxMessageSize)
+	switch {
+	case errors.Is(err, errTooBig):
+		cl.closeWS(closeTooBig, "message too big")
+		return
+	case err != nil:
+		cl.closeWS(closeInvalidData, "bad compressed data")
+		return
+	}
+	if op == opText && !utf8.Valid(msg) {
 		cl.closeWS(closeInvalidData, "invalid UTF-8")
 		return
 	}
-	err := protocol.DecodeCommands(data, cl.handleCommand)
-	if err != nil && !errors.Is(err, errStop) {
+	cl.onMessage(msg)
+}
+
+func (cl *client) onMessage(data []byte) {
+	if cl.early != nil || cl.state == stateConnecting {
+		cl.stash(data)
+		return
+	}
+	err := cl.l.dec.Decode(data, cl)
+	switch {
+	case errors.Is(err, errPause):
+		cl.stash(cl.l.dec.Unread())
+	case err != nil && !errors.Is(err, errStop):
 		cl.disconnect(discBadRequest)
 	}
 }
 
-func (cl *client) handleCommand(cmd *protocol.Command) error {
+// stash keeps commands received during connect for replayEarly; more than
+// MaxMessageSize of them is a bad request.
+func (cl *client) stash(data []byte) {
+	if len(cl.early)+len(data)+1 > cl.l.srv.cfg.MaxMessageSize {
+		cl.early = nil
+		cl.disconnect(discBadRequest)
+		return
+	}
+	cl.early = append(append(cl.early, '\n'), data...)
+}
+
+// replayEarly runs the commands stashed during connect. It runs as a loop
+// task after the connect reply; messages arriving before it are stashed
+// behind, so the order is kept.
+func (cl *client) replayEarly() {
+	data := cl.early
+	cl.early = nil
+	if cl.state != stateConnected || data == nil {
+		return
+	}
+	cl.onMessage(data)
+}
+
+// HandleCommand runs one client command (protocol.CommandHandler). The
+// command and its publish data are only valid during the call.
+func (cl *client) HandleCommand(cmd *protocol.Command) error {
 	if cl.state >= stateClosing {
 		return errStop
 	}
 	m := cmd.Method()
 	if m == protocol.MethodConnect {
 		return cl.handleConnect(cmd.ID, cmd.Connect)
+	}
+	if cl.state == stateConnecting {
+		return errPause // run after the connect reply
 	}
 	if cl.state != stateConnected {
 		return errBadRequest
@@ -265,10 +415,13 @@ func (cl *client) handleCommand(cmd *protocol.Command) error {
 	case protocol.MethodUnsubscribe:
 		if sub := cl.subs[cmd.Unsubscribe.Channel]; sub != nil && !sub.server {
 			cl.l.removeSub(cl, sub)
+			cl.recomputeSubExpiry()
 		}
 		cl.replyEmpty(cmd.ID, "unsubscribe")
 	case protocol.MethodPublish:
-		cl.handlePublish(cmd.ID, cmd.Publish)
+		return cl.handlePublish(cmd.ID, cmd.Publish)
+	case protocol.MethodSubRefresh:
+		return cl.handleSubRefresh(cmd.ID, cmd.SubRefresh)
 	case protocol.MethodHistory:
 		cl.handleHistory(cmd.ID, cmd.History)
 	case protocol.MethodRefresh:
@@ -334,9 +487,35 @@ func (cl *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 func (cl *client) setExpiry(claims *auth.Claims, expires *bool, ttl *uint32) {
 	cl.expiresAt = 0
 	if exp := claims.ExpiresAt(); !exp.IsZero() {
-		cl.expiresAt = exp.UnixNano()
+		cl.expiresAt = exp.Add(cl.l.srv.cfg.ExpiredCloseDelay).UnixNano()
 		*expires = true
-		*ttl = uint32(max(time.Until(exp)/time.Second, 1))
+		*ttl = ttlSeconds(exp.UnixNano())
+	}
+}
+
+// ttlSeconds is the protocol's ttl of an expiry (at least 1).
+func ttlSeconds(exp int64) uint32 {
+	return uint32(max((exp-time.Now().UnixNano())/int64(time.Second), 1))
+}
+
+// setSubExpiry records sub's token expiry and recomputes the client's
+// earliest subscription expiry.
+func (cl *client) setSubExpiry(sub *subscription, exp int64) {
+	sub.tokenExp, sub.expiresAt = exp, 0
+	if exp != 0 {
+		sub.expiresAt = exp + int64(cl.l.srv.cfg.ExpiredCloseDelay)
+	}
+	if cl.subs[sub.ch] == sub {
+		cl.recomputeSubExpiry()
+	}
+}
+
+func (cl *client) recomputeSubExpiry() {
+	cl.subExpiry = 0
+	for _, s := range cl.subs {
+		if s.expiresAt != 0 && (cl.subExpiry == 0 || s.expiresAt < cl.subExpiry) {
+			cl.subExpiry = s.expiresAt
+		}
 	}
 }
 
@@ -357,6 +536,9 @@ func (cl *client) finishConnect() {
 	cl.state = stateConnected
 	cl.nextPing = time.Now().Add(srv.cfg.PingInterval).UnixNano()
 	srv.m.connects.Inc()
+	if cl.early != nil {
+		cl.l.execute(cl.replayEarly)
+	}
 	for _, ch := range op.order {
 		if sub := cl.subs[ch]; sub != nil {
 			sub.result = protocol.SubscribeResult{}
@@ -382,8 +564,10 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		cl.replyError(id, protocol.ErrLimitExceeded)
 		return
 	}
+	var exp int64
 	if req.Token != "" {
-		if _, err := srv.verifier.VerifySubscription(req.Token, cl.claims.Subject, ch); err != nil {
+		sc, err := srv.verifier.VerifySubscription(req.Token, cl.claims.Subject, ch)
+		if err != nil {
 			if errors.Is(err, auth.ErrExpired) {
 				cl.replyError(id, protocol.ErrTokenExpired)
 			} else {
@@ -391,11 +575,45 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 			}
 			return
 		}
+		if sc.ExpiresAt != nil {
+			exp = sc.ExpiresAt.UnixNano()
+		}
 	} else if !cl.claims.Allows(ch, auth.AllowSubscribe) {
 		cl.replyError(id, protocol.ErrPermissionDenied)
 		return
 	}
-	cl.startSub(&subscription{ch: ch, cmdID: id, recover: req.Recover, reqOffset: req.Offset, reqEpoch: req.Epoch})
+	sub := &subscription{ch: ch, cmdID: id, recover: req.Recover, reqOffset: req.Offset, reqEpoch: req.Epoch}
+	cl.setSubExpiry(sub, exp) // before startSub: the reply may go out at once
+	cl.startSub(sub)
+	cl.recomputeSubExpiry()
+}
+
+// handleSubRefresh extends a subscription made with a subscription token.
+func (cl *client) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) error {
+	sub := cl.subs[req.Channel]
+	if sub == nil || sub.server || sub.tokenExp == 0 {
+		cl.replyError(id, protocol.ErrPermissionDenied)
+		return nil
+	}
+	sc, err := cl.l.srv.verifier.VerifySubscription(req.Token, cl.claims.Subject, req.Channel)
+	if errors.Is(err, auth.ErrExpired) {
+		cl.replyError(id, protocol.ErrTokenExpired)
+		return nil
+	}
+	if err != nil {
+		cl.disconnect(protocol.DisconnectInvalidToken)
+		return errStop
+	}
+	var res protocol.SubRefreshResult
+	var exp int64
+	if sc.ExpiresAt != nil {
+		exp = sc.ExpiresAt.UnixNano()
+		res.Expires, res.TTL = true, ttlSeconds(exp)
+	}
+	cl.setSubExpiry(sub, exp)
+	cl.l.scratch = protocol.AppendSubRefreshReply(cl.l.scratch[:0], id, &res)
+	cl.enqueueJSON(cl.l.scratch)
+	return nil
 }
 
 // startSub registers sub locally and with the router and positions it now
@@ -413,7 +631,12 @@ func (cl *client) startSub(sub *subscription) {
 // the client's position plus the recovered publications.
 func (cl *client) position(sub *subscription, epoch string, last uint64) {
 	sub.epoch = epoch
-	if sub.recover && epoch == sub.reqEpoch && sub.reqOffset < last {
+	// An empty epoch from the client matches (as in Centrifugo): a channel
+	// has no epoch before its first publication, so a client that subscribed
+	// while the channel was empty only ever saw "" (the SDKs learn the epoch
+	// from subscribe/connect replies only).
+	sameEpoch := sub.reqEpoch == "" || epoch == sub.reqEpoch
+	if sub.recover && sameEpoch && sub.reqOffset < last {
 		sub.state = subRecovering
 		l, srv := cl.l, cl.l.srv
 		since := sub.reqOffset
@@ -431,7 +654,7 @@ func (cl *client) position(sub *subscription, epoch string, last uint64) {
 		}
 		return
 	}
-	recovered := sub.recover && epoch == sub.reqEpoch && sub.reqOffset == last
+	recovered := sub.recover && sameEpoch && sub.reqOffset == last
 	cl.resolve(sub, last, recovered, nil)
 }
 
@@ -445,6 +668,9 @@ func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs [
 		Offset:      last,
 		Recovered:   recovered,
 		WasRecover:  sub.recover,
+	}
+	if sub.tokenExp != 0 {
+		sub.result.Expires, sub.result.TTL = true, ttlSeconds(sub.tokenExp)
 	}
 	if len(pubs) > 0 {
 		sub.result.Publications = make([]protocol.Publication, 0, len(pubs))
@@ -480,6 +706,26 @@ func (cl *client) goLive(sub *subscription) {
 	sub.pending = nil
 }
 
+// insufficientState tells the client that sub's stream lost continuity
+// (epoch change, a gap that could not be filled, its controller away): a
+// client-side subscription gets an unsubscribe push with code 2500, on which
+// the SDKs resubscribe with recovery; a server-side one can only be
+// recovered by reconnecting, so the client is disconnected with 3010.
+func (cl *client) insufficientState(sub *subscription) {
+	if sub.server {
+		cl.disconnect(protocol.DisconnectInsufficientState)
+		return
+	}
+	cl.l.scratch = protocol.AppendUnsubscribePush(cl.l.scratch[:0], sub.ch, unsubInsufficientState, "insufficient state")
+	cl.enqueueJSON(cl.l.scratch)
+	cl.l.removeSub(cl, sub)
+	cl.recomputeSubExpiry()
+}
+
+// unsubInsufficientState is the unsubscribe code that makes SDKs
+// resubscribe (2500-2999 resubscribe; below 2500 stay unsubscribed).
+const unsubInsufficientState = 2500
+
 // failSub ends a subscription whose channel could not be positioned.
 func (cl *client) failSub(sub *subscription) {
 	if sub.server {
@@ -488,6 +734,7 @@ func (cl *client) failSub(sub *subscription) {
 	}
 	cl.replyError(sub.cmdID, protocol.ErrInternal)
 	cl.l.removeSub(cl, sub)
+	cl.recomputeSubExpiry()
 }
 
 func toProtoPub(p *heraldv1.Publication) protocol.Publication {
@@ -518,30 +765,100 @@ func (cl *client) handleRefresh(id uint32, req *protocol.RefreshRequest) error {
 	return nil
 }
 
-func (cl *client) handlePublish(id uint32, req *protocol.PublishRequest) {
+// handlePublish produces a publish to Kafka and answers after the ack.
+// req.Data is only valid during the call (srv.publish copies it).
+func (cl *client) handlePublish(id uint32, req *protocol.PublishRequest) error {
 	srv := cl.l.srv
 	ch := req.Channel
+	if !cl.allowPublish() {
+		cl.replyError(id, protocol.ErrTooManyRequests)
+		return cl.rejected()
+	}
 	if !validChannel(ch) || len(req.Data) == 0 || !json.Valid(req.Data) {
 		cl.replyError(id, protocol.ErrBadRequest)
-		return
+		return nil
 	}
 	if !cl.claims.HasChannel(ch) && !cl.claims.Allows(ch, auth.AllowPublish) {
 		cl.replyError(id, protocol.ErrPermissionDenied)
-		return
+		return nil
 	}
 	l := cl.l
+	op := &pubOp{cl: cl, id: id, deadline: time.Now().Add(srv.cfg.PublishTimeout).UnixNano()}
+	l.inflight = append(l.inflight, op)
 	srv.publish(ch, cl.claims.Subject, cl.claims.Info, req.Data, func(err error) {
-		l.execute(func() {
-			if cl.state >= stateClosing {
-				return
-			}
-			if err != nil {
-				cl.replyError(id, errPublishFailed)
-				return
-			}
-			cl.replyEmpty(id, "publish")
-		})
+		l.execute(func() { op.finish(err) })
 	})
+	return nil
+}
+
+// pubOp is a publish waiting for Kafka's ack. The loop answers it once:
+// with the ack, the produce error, or — when neither came within
+// PublishTimeout — a timeout error (loop.expirePublishes). A record that
+// Kafka stores after the timeout was answered is delivered although the
+// client was told it failed: an error reply is never a false ack, the
+// reverse is impossible.
+type pubOp struct {
+	cl       *client
+	id       uint32
+	deadline int64
+	done     bool
+}
+
+func (op *pubOp) finish(err error) {
+	if op.done {
+		return
+	}
+	op.done = true
+	cl := op.cl
+	if cl.state >= stateClosing {
+		return
+	}
+	if err != nil {
+		cl.replyError(op.id, errPublishFailed)
+		return
+	}
+	cl.replyEmpty(op.id, "publish")
+}
+
+// rejectWindow is the window over which rejected publishes are counted.
+const rejectWindow = 10 * time.Second
+
+// allowPublish takes a token from the client's publish bucket.
+func (cl *client) allowPublish() bool {
+	cfg := &cl.l.srv.cfg
+	if cfg.PublishRate < 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	burst := float64(cfg.PublishBurst)
+	if cl.pubLast == 0 {
+		cl.pubTokens = burst
+	} else if el := now - cl.pubLast; el > 0 {
+		cl.pubTokens = min(burst, cl.pubTokens+float64(el)*float64(cfg.PublishRate)/float64(time.Second))
+	}
+	cl.pubLast = now
+	if cl.pubTokens >= 1 {
+		cl.pubTokens--
+		return true
+	}
+	return false
+}
+
+// rejected counts a rate-limited publish; sustained abuse disconnects with
+// 3013 too many requests.
+func (cl *client) rejected() error {
+	now := time.Now().UnixNano()
+	if now-cl.rejectWindow > int64(rejectWindow) {
+		cl.rejectWindow, cl.rejects = now, 0
+	}
+	cl.rejects++
+	if int(cl.rejects) > cl.l.srv.cfg.PublishAbuseLimit {
+		cl.l.srv.m.rateLimited.WithLabelValues("disconnect").Inc()
+		cl.disconnect(protocol.DisconnectTooManyRequests)
+		return errStop
+	}
+	cl.l.srv.m.rateLimited.WithLabelValues("rejected").Inc()
+	return nil
 }
 
 var errPublishFailed = &protocol.Error{Code: protocol.ErrInternal.Code, Message: "internal server error: publish not acknowledged", Temporary: true}
@@ -664,6 +981,7 @@ func (cl *client) closeWS(code uint16, reason string) {
 	if cl.state >= stateClosing { // flush found a slow consumer
 		return
 	}
+	cl.l.srv.log.Debug("closing connection", "code", code, "reason", reason, "state", cl.state)
 	frame := appendFrame(nil, opClose, closePayload(code, reason))
 	_, _ = cl.c.Write(frame)
 	cl.state = stateClosing

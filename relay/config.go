@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -72,12 +73,56 @@ type Config struct {
 	// RPCTimeout bounds one controller or management call (default 5s).
 	RPCTimeout time.Duration
 
+	// PublishRate is the sustained publish rate per connection in messages
+	// per second (default 100; -1 disables the limit) and PublishBurst the
+	// bucket size (default 2×PublishRate). A publish over the limit gets
+	// error 111 (too many requests); more than PublishAbuseLimit rejected
+	// publishes within 10 s (default 100) disconnect with 3013.
+	PublishRate       int
+	PublishBurst      int
+	PublishAbuseLimit int
+	// PublishTimeout bounds the wait for Kafka's ack of one publish
+	// (default 10s); on timeout or produce failure the client gets error
+	// 100 (temporary), never an ack.
+	PublishTimeout time.Duration
+	// IdleTimeout closes an upgraded connection that sent no complete frame
+	// for that long (default 2×PingInterval+PongTimeout): a connected
+	// client with 3012, one that never connected with 3502.
+	IdleTimeout time.Duration
+	// AllowedOrigins lists the Origin header values allowed to upgrade
+	// (default empty: all). Entries match exactly (case-insensitive) or as
+	// path.Match patterns such as https://*.example.com; "*" allows all. A
+	// request without Origin (non-browser clients) is allowed. A refused
+	// Origin gets HTTP 403 before the upgrade.
+	AllowedOrigins []string
+	// ExpiredCloseDelay is how long a connection (or a subscription made
+	// with a subscription token) may outlive its token's exp before it is
+	// closed with 3005 connection expired (3006 subscription expired);
+	// refresh (sub_refresh) with a new token extends it (default 25s, the
+	// SDKs refresh when the token expires).
+	ExpiredCloseDelay time.Duration
+	// DrainWindow spreads the 3001 shutdown disconnects of a graceful stop
+	// over this window so clients reconnect elsewhere gradually (default
+	// 10s; -1 disconnects everyone at once).
+	DrainWindow time.Duration
+	// Compression enables permessage-deflate (default false). It is
+	// negotiated without context takeover in both directions, so it costs
+	// no memory per connection; a compressed client message is capped at
+	// MaxMessageSize after decompression (larger → 1009).
+	Compression bool
+	// ControllerGrace is how long the channels of a controller whose stream
+	// broke may wait for it (or a new owner of its partitions) before
+	// their subscribers are told to recover: client-side subscriptions get
+	// an unsubscribe push 2500 (the SDKs resubscribe with recovery),
+	// server-side ones a disconnect 3010 (default 5s).
+	ControllerGrace time.Duration
+
 	listHook func(*Config) // set by RegisterFlags, run by Validate (also on New's copy)
 }
 
 // RegisterFlags registers the relay flags on fs (flag > HERALD_* env > default).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	var controllers, brokers string
+	var controllers, brokers, origins string
 	config.String(fs, &c.Addr, "addr", "HERALD_RELAY_ADDR", "127.0.0.1:8000", "relay WebSocket listen address")
 	config.String(fs, &controllers, "controllers", "HERALD_CONTROLLERS", "127.0.0.1:8090", "controller gRPC addresses, comma separated")
 	config.String(fs, &brokers, "kafka-brokers", "HERALD_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
@@ -92,11 +137,22 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.HandshakeTimeout, "handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
 	config.Int(fs, &c.MaxSubscriptions, "max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
 	config.Int(fs, &c.OutboundCap, "outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
+	config.Int(fs, &c.PublishRate, "publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
+	config.Int(fs, &c.PublishBurst, "publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
+	config.Int(fs, &c.PublishAbuseLimit, "publish-abuse-limit", "HERALD_RELAY_PUBLISH_ABUSE_LIMIT", 100, "rejected publishes within 10s before disconnect 3013")
+	config.Duration(fs, &c.PublishTimeout, "publish-timeout", "HERALD_RELAY_PUBLISH_TIMEOUT", 10*time.Second, "wait for the Kafka ack of a publish before answering error 100")
+	config.Duration(fs, &c.IdleTimeout, "idle-timeout", "HERALD_RELAY_IDLE_TIMEOUT", 0, "close connections without a complete frame for this long (default 2x ping-interval + pong-timeout)")
+	config.String(fs, &origins, "allowed-origins", "HERALD_RELAY_ALLOWED_ORIGINS", "", "allowed Origin values or patterns, comma separated (empty: all)")
+	config.Duration(fs, &c.ExpiredCloseDelay, "expired-close-delay", "HERALD_RELAY_EXPIRED_CLOSE_DELAY", 25*time.Second, "grace after a token's exp before disconnect 3005/3006 unless refreshed")
+	config.Duration(fs, &c.DrainWindow, "drain-window", "HERALD_RELAY_DRAIN_WINDOW", 10*time.Second, "spread shutdown disconnects (3001) over this window")
+	config.Bool(fs, &c.Compression, "compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
+	config.Duration(fs, &c.ControllerGrace, "controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
 	// Lists are split after parsing (in Validate).
-	c.Controllers, c.Brokers = nil, nil
+	c.Controllers, c.Brokers, c.AllowedOrigins = nil, nil, nil
 	c.listHook = func(dst *Config) {
 		dst.Controllers = config.List(controllers)
 		dst.Brokers = config.List(brokers)
+		dst.AllowedOrigins = config.List(origins)
 	}
 }
 
@@ -126,13 +182,23 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"-ping-interval", c.PingInterval}, {"-pong-timeout", c.PongTimeout}, {"-handshake-timeout", c.HandshakeTimeout}} {
+	}{{"-ping-interval", c.PingInterval}, {"-pong-timeout", c.PongTimeout}, {"-handshake-timeout", c.HandshakeTimeout},
+		{"-publish-timeout", c.PublishTimeout}, {"-idle-timeout", c.IdleTimeout}, {"-expired-close-delay", c.ExpiredCloseDelay},
+		{"-controller-grace", c.ControllerGrace}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
 	}
 	if c.MaxMessageSize < 0 || c.OutboundCap < 0 || c.MaxSubscriptions < 0 {
 		errs = append(errs, errors.New("relay size limits must not be negative"))
+	}
+	if c.PublishRate < -1 || c.PublishBurst < 0 || c.PublishAbuseLimit < 0 {
+		errs = append(errs, errors.New("-publish-rate / HERALD_RELAY_PUBLISH_RATE must be >= -1 and -publish-burst, -publish-abuse-limit >= 0"))
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := path.Match(strings.ToLower(o), ""); err != nil {
+			errs = append(errs, fmt.Errorf("-allowed-origins / HERALD_RELAY_ALLOWED_ORIGINS: bad pattern %q: %w", o, err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -173,5 +239,13 @@ func (c Config) withDefaults() Config {
 	def(&c.PendingLimit, 1024)
 	defd(&c.InterestGrace, 5*time.Second)
 	defd(&c.RPCTimeout, 5*time.Second)
+	def(&c.PublishRate, 100)
+	def(&c.PublishBurst, 2*max(c.PublishRate, 1))
+	def(&c.PublishAbuseLimit, 100)
+	defd(&c.PublishTimeout, 10*time.Second)
+	defd(&c.IdleTimeout, 2*c.PingInterval+c.PongTimeout)
+	defd(&c.ExpiredCloseDelay, 25*time.Second)
+	defd(&c.DrainWindow, 10*time.Second)
+	defd(&c.ControllerGrace, 5*time.Second)
 	return c
 }

@@ -28,6 +28,15 @@ type links struct {
 
 	mu     sync.RWMutex
 	owners map[int32]int // partition → index in links
+	// lost records, per link index, the partitions a broken stream owned
+	// and when it broke; watch orphans those still unowned after
+	// ControllerGrace.
+	lost map[int]lostParts
+}
+
+type lostParts struct {
+	at    time.Time
+	parts []int32
 }
 
 // link is one controller: a gRPC client and its current stream.
@@ -42,7 +51,7 @@ type link struct {
 }
 
 func newLinks(srv *Server, addrs []string, dialOpts ...grpc.DialOption) (*links, error) {
-	ls := &links{srv: srv, owners: map[int32]int{}}
+	ls := &links{srv: srv, owners: map[int32]int{}, lost: map[int]lostParts{}}
 	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dialOpts...)
 	for i, a := range addrs {
 		cc, err := grpc.NewClient(a, opts...)
@@ -163,6 +172,7 @@ func (ls *links) session(ctx context.Context, l *link) error {
 		l.stream = nil
 		l.mu.Unlock()
 		ls.setOwnership(l.idx, nil)
+		ls.markLost(l.idx)
 		srv.m.controllerStreams.WithLabelValues("up").Dec()
 		srv.m.controllerStreams.WithLabelValues("down").Inc()
 	}()
@@ -175,22 +185,86 @@ func (ls *links) session(ctx context.Context, l *link) error {
 		case *heraldv1.ControllerMessage_Batch:
 			srv.router.handleBatch(k.Batch.GetPublications())
 		case *heraldv1.ControllerMessage_Ownership:
-			ls.setOwnership(l.idx, k.Ownership.GetPartitions())
+			gained := ls.setOwnership(l.idx, k.Ownership.GetPartitions())
+			// Whatever this controller published while no stream carried it
+			// to us (it was away, or another controller owned the
+			// partition) is fetched now, not when a later publication
+			// reveals the gap.
+			srv.router.recheck(gained)
 		}
 	}
 }
 
-// setOwnership records that link idx owns exactly parts.
-func (ls *links) setOwnership(idx int, parts []int32) {
+// setOwnership records that link idx owns exactly parts and returns the
+// partitions it did not own before. The partitions it owned before are kept
+// in lost (see markLost) until the stream breaks or they are reassigned.
+func (ls *links) setOwnership(idx int, parts []int32) (gained []int32) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
+	prev := make(map[int32]bool)
 	for p, i := range ls.owners {
 		if i == idx {
+			prev[p] = true
 			delete(ls.owners, p)
 		}
 	}
 	for _, p := range parts {
+		if !prev[p] {
+			gained = append(gained, p)
+		}
 		ls.owners[p] = idx
+	}
+	if parts == nil && len(prev) > 0 {
+		lp := lostParts{at: time.Now()}
+		for p := range prev {
+			lp.parts = append(lp.parts, p)
+		}
+		ls.lost[idx] = lp
+	}
+	return gained
+}
+
+// markLost is called when link idx's stream broke (setOwnership(idx, nil)
+// already recorded the partitions it owned).
+func (ls *links) markLost(idx int) {
+	ls.mu.RLock()
+	lp, ok := ls.lost[idx]
+	ls.mu.RUnlock()
+	if ok {
+		ls.srv.log.Warn("controller stream lost with owned partitions", "controller", ls.links[idx].addr, "partitions", len(lp.parts))
+	}
+}
+
+// watch orphans, every tick, the partitions of broken streams that no
+// controller has claimed within ControllerGrace: their subscribers are told
+// to recover instead of silently missing what is published meanwhile.
+func (ls *links) watch(ctx context.Context) {
+	grace := ls.srv.cfg.ControllerGrace
+	t := time.NewTicker(max(min(grace/4, time.Second), 20*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var orphaned []int32
+			ls.mu.Lock()
+			for idx, lp := range ls.lost {
+				if now.Sub(lp.at) < grace {
+					continue
+				}
+				for _, p := range lp.parts {
+					if _, owned := ls.owners[p]; !owned {
+						orphaned = append(orphaned, p)
+					}
+				}
+				delete(ls.lost, idx)
+			}
+			ls.mu.Unlock()
+			if len(orphaned) > 0 {
+				ls.srv.router.orphan(orphaned)
+			}
+		}
 	}
 }
 

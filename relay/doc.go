@@ -20,6 +20,30 @@
 //     owner's Recover before later pushes (invariant I4).
 //   - A publication push is encoded once per relay into a complete
 //     WebSocket frame that every subscriber's writev shares.
-//   - Every goroutine (router workers, janitor, ticker, controller links,
-//     worker pool) is started and waited for by Run.
+//   - Commands are decoded by a per-loop protocol.Decoder (hand-written
+//     fast path for publish and the pong {}; its commands alias the frame
+//     and are not kept). Commands pipelined behind connect wait, in order,
+//     until the connect reply (client.early).
+//   - Controller links: when a stream (re)opens or ownership moves to it,
+//     every synced channel of the partitions it gained is re-checked with
+//     Recover(since=last), so publications streamed while no stream carried
+//     them are broadcast at once. Partitions of a broken stream that no
+//     controller claims within ControllerGrace are orphaned: their
+//     subscribers are told (unsubscribe push 2500 for client-side, close
+//     3010 for server-side subscriptions) and recover through the SDK.
+//   - Limits and close codes: frame/message over MaxMessageSize (also
+//     fragmented, also after inflating) 1009; protocol violations 1002;
+//     invalid UTF-8 1007 (checked per fragment); subscriptions over
+//     MaxSubscriptions error 106; publishes over PublishRate error 111, then
+//     3013; upgrade not complete within HandshakeTimeout HTTP 408 (no
+//     connect: 3502); no complete frame for IdleTimeout 3012 (3502 before
+//     connect); Origin refused HTTP 403; token expired (plus
+//     ExpiredCloseDelay) 3005, subscription token 3006; no pong 3012; slow
+//     consumer 3008; drain 3001; publish not acked within PublishTimeout
+//     error 100.
+//   - permessage-deflate (Compression) runs without context takeover in
+//     both directions: one compressor and decompressor per loop, no state
+//     per connection; a push is compressed at most once per loop.
+//   - Every goroutine (router workers, janitor, ticker, controller links
+//     and their watchdog, worker pool) is started and waited for by Run.
 package relay

@@ -21,6 +21,14 @@ import (
 // startKafka runs kfake with the topic created explicitly.
 func startKafka(t testing.TB, topic string, partitions int32) []string {
 	t.Helper()
+	_, addrs := startKafkaCluster(t, topic, partitions)
+	return addrs
+}
+
+// startKafkaCluster is startKafka that also returns the cluster (Close is
+// idempotent, so a test may stop it early).
+func startKafkaCluster(t testing.TB, topic string, partitions int32) (*kfake.Cluster, []string) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +44,7 @@ func startKafka(t testing.TB, topic string, partitions int32) []string {
 	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic); err != nil {
 		t.Fatal(err)
 	}
-	return c.ListenAddrs()
+	return c, c.ListenAddrs()
 }
 
 // fakeController is an in-test heraldv1.RouterServer: it consumes the topic,
@@ -54,6 +62,10 @@ type fakeController struct {
 	skip func(*heraldv1.Publication) bool
 	// hello records the relay ids seen.
 	hellos []string
+
+	gmu  sync.Mutex
+	addr string
+	gs   *grpc.Server
 }
 
 type fakeChan struct {
@@ -70,13 +82,8 @@ type fakeStream struct {
 func startFakeController(t testing.TB, brokers []string, topic string, partitions int32) (*fakeController, string) {
 	t.Helper()
 	fc := &fakeController{partitions: partitions, chans: map[string]*fakeChan{}, streams: map[*fakeStream]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	heraldv1.RegisterRouterServer(gs, fc)
-	go func() { _ = gs.Serve(ln) }()
+	fc.addr = "127.0.0.1:0"
+	fc.start(t)
 
 	cons, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -102,9 +109,36 @@ func startFakeController(t testing.TB, brokers []string, topic string, partition
 		cancel()
 		<-done
 		cons.Close()
-		gs.Stop()
+		fc.stop()
 	})
-	return fc, ln.Addr().String()
+	return fc, fc.addr
+}
+
+// start serves the gRPC API on fc.addr (the same address after a stop).
+func (fc *fakeController) start(t testing.TB) {
+	t.Helper()
+	fc.gmu.Lock()
+	defer fc.gmu.Unlock()
+	ln, err := net.Listen("tcp", fc.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.addr = ln.Addr().String()
+	fc.gs = grpc.NewServer()
+	heraldv1.RegisterRouterServer(fc.gs, fc)
+	go func() { _ = fc.gs.Serve(ln) }()
+}
+
+// stop takes the gRPC API down (streams break, Recover fails) while the
+// consumer keeps assigning seqs, as a controller that is away while its
+// partitions keep receiving publishes.
+func (fc *fakeController) stop() {
+	fc.gmu.Lock()
+	defer fc.gmu.Unlock()
+	if fc.gs != nil {
+		fc.gs.Stop()
+		fc.gs = nil
+	}
 }
 
 func (fc *fakeController) chanLocked(ch string) *fakeChan {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,11 +24,22 @@ import (
 const testSecret = "test-secret"
 
 func testLogger() *slog.Logger {
+	if os.Getenv("HERALD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // startRelay runs a relay on a random port until the test ends.
 func startRelay(t testing.TB, mod func(*Config), kopts ...kgo.Opt) *Server {
+	t.Helper()
+	srv, _ := startRelayCtl(t, mod, kopts...)
+	return srv
+}
+
+// startRelayCtl is startRelay that also returns stop, which cancels Run's
+// context and returns a channel with Run's result.
+func startRelayCtl(t testing.TB, mod func(*Config), kopts ...kgo.Opt) (*Server, func() <-chan error) {
 	t.Helper()
 	cfg := Config{
 		Addr:          "127.0.0.1:0",
@@ -37,6 +50,7 @@ func startRelay(t testing.TB, mod func(*Config), kopts ...kgo.Opt) *Server {
 		ManagementURL: "http://127.0.0.1:1",
 		EventLoops:    2,
 		Multicore:     true,
+		DrainWindow:   200 * time.Millisecond,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -57,18 +71,27 @@ func startRelay(t testing.TB, mod func(*Config), kopts ...kgo.Opt) *Server {
 		cancel()
 		t.Fatal("relay did not start in time")
 	}
+	var once sync.Once
+	result := make(chan error, 1)
+	stop := func() <-chan error {
+		once.Do(func() {
+			cancel()
+			go func() { result <- <-done; close(result) }()
+		})
+		return result
+	}
 	t.Cleanup(func() {
-		cancel()
+		stopped := stop()
 		select {
-		case err := <-done:
-			if err != nil {
+		case err, ok := <-stopped:
+			if ok && err != nil {
 				t.Errorf("relay Run: %v", err)
 			}
 		case <-time.After(15 * time.Second):
 			t.Error("relay did not stop")
 		}
 	})
-	return srv
+	return srv, stop
 }
 
 func token(t testing.TB, user string, channels []string, caps []auth.Capability, ttl time.Duration) string {

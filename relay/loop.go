@@ -2,6 +2,9 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,10 +25,19 @@ type loop struct {
 	// subs maps a channel to the local subscriptions of this loop.
 	subs map[string]map[*client]*subscription
 
-	scratch []byte     // JSON encoding scratch
-	arena   arena      // copies of reply frames until the next flush
-	touched []*client  // clients with queued frames
-	iovs    [][][]byte // free iov slices lent to clients between queueing and flush
+	scratch []byte           // JSON encoding scratch
+	arena   arena            // copies of reply frames until the next flush
+	touched []*client        // clients with queued frames
+	iovs    [][][]byte       // free iov slices lent to clients between queueing and flush
+	dec     protocol.Decoder // command decoder (fast path for pong and publish)
+	z       deflater         // permessage-deflate state, used only with Compression
+
+	// Graceful drain: connections at its start and how many were closed.
+	drainTotal, drained int
+
+	// inflight are the publishes waiting for Kafka, in deadline order
+	// (PublishTimeout is the same for all).
+	inflight []*pubOp
 
 	// Tasks from other goroutines, run in FIFO order. gnet's own task
 	// queues may reorder low-priority tasks under load (overflow into a
@@ -96,20 +108,25 @@ func (l *loop) flush() {
 	l.arena.reset()
 }
 
-// tick runs the per-connection timers: handshake deadline, pings, pong
-// timeout, token expiry.
+// tick runs the per-connection timers: handshake deadline (slowloris),
+// idle timeout, pings, pong timeout, token and subscription token expiry.
 func (l *loop) tick(now time.Time) {
+	l.srv.m.loopLag.WithLabelValues(strconv.Itoa(l.idx)).Observe(time.Since(now).Seconds())
 	n := now.UnixNano()
 	cfg := &l.srv.cfg
+	idle := int64(cfg.IdleTimeout)
+	l.expirePublishes(n)
 	for cl := range l.conns {
 		switch cl.state {
 		case stateHTTP:
 			if n > cl.deadline {
+				// The upgrade request did not complete in time.
+				_, _ = cl.c.Write([]byte("HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
 				cl.state = stateClosing
 				_ = cl.c.Close()
 			}
 		case stateWS:
-			if n > cl.deadline {
+			if n > cl.deadline || n-cl.lastFrame > idle {
 				cl.disconnect(discStale)
 			}
 		case stateConnected:
@@ -117,7 +134,11 @@ func (l *loop) tick(now time.Time) {
 				cl.disconnect(discExpired)
 				continue
 			}
-			if cl.pongDeadline != 0 && n > cl.pongDeadline {
+			if cl.subExpiry != 0 && n > cl.subExpiry {
+				cl.disconnect(protocol.DisconnectSubExpired)
+				continue
+			}
+			if (cl.pongDeadline != 0 && n > cl.pongDeadline) || n-cl.lastFrame > idle {
 				cl.disconnect(discNoPong)
 				continue
 			}
@@ -213,10 +234,17 @@ func (l *loop) deliver(items []item) {
 				if cl.state >= stateClosing {
 					continue
 				}
+				frame := it.frame
+				if cl.deflate {
+					if it.zframe == nil {
+						it.zframe = l.z.compressFrame(it.frame)
+					}
+					frame = it.zframe
+				}
 				if sub.state == subLive {
 					if it.seq > sub.last {
 						sub.last = it.seq
-						cl.enqueue(it.frame)
+						cl.enqueue(frame)
 						n++
 					}
 					continue
@@ -225,7 +253,7 @@ func (l *loop) deliver(items []item) {
 					cl.disconnect(protocol.DisconnectInsufficientState)
 					continue
 				}
-				sub.pending = append(sub.pending, pendingPush{seq: it.seq, frame: it.frame})
+				sub.pending = append(sub.pending, pendingPush{seq: it.seq, frame: frame})
 			}
 			if n > 0 {
 				l.srv.m.fanout.Observe(float64(n))
@@ -245,9 +273,59 @@ func (l *loop) deliver(items []item) {
 		case itemReset:
 			for cl, sub := range m {
 				if sub.state != subWaitSync && cl.state < stateClosing {
-					cl.disconnect(protocol.DisconnectInsufficientState)
+					cl.insufficientState(sub)
 				}
 			}
 		}
+	}
+}
+
+// drainStep closes this loop's share of connections for a graceful drain:
+// frac (0..1] of the connections it had when the drain started, with 3001
+// shutdown (connections still in the HTTP upgrade are just closed).
+func (l *loop) drainStep(frac float64) {
+	if l.drainTotal == 0 && l.drained == 0 {
+		l.drainTotal = len(l.conns)
+	}
+	want := int(math.Ceil(frac * float64(l.drainTotal)))
+	if frac >= 1 {
+		want = math.MaxInt
+	}
+	for cl := range l.conns {
+		if l.drained >= want {
+			break
+		}
+		if cl.state >= stateClosing {
+			continue
+		}
+		l.drained++
+		if cl.state == stateHTTP {
+			cl.state = stateClosing
+			_ = cl.c.Close()
+			continue
+		}
+		cl.disconnect(protocol.DisconnectShutdown)
+	}
+	l.flush()
+}
+
+// errPublishTimeout answers a publish Kafka did not ack within
+// PublishTimeout.
+var errPublishTimeout = errors.New("kafka did not acknowledge the publish in time")
+
+// expirePublishes answers the publishes past their deadline with an error
+// and forgets the answered ones.
+func (l *loop) expirePublishes(now int64) {
+	i := 0
+	for ; i < len(l.inflight); i++ {
+		op := l.inflight[i]
+		if !op.done && op.deadline > now {
+			break
+		}
+		op.finish(errPublishTimeout)
+		l.inflight[i] = nil
+	}
+	if i > 0 {
+		l.inflight = append(l.inflight[:0], l.inflight[i:]...)
 	}
 }

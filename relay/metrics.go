@@ -17,6 +17,11 @@ type metrics struct {
 	slowDisconnects   prometheus.Counter
 	controllerStreams *prometheus.GaugeVec
 	pushesDropped     *prometheus.CounterVec
+	publishErrors     prometheus.Counter
+	loopLag           *prometheus.HistogramVec
+	rateLimited       *prometheus.CounterVec
+	orphaned          prometheus.Counter
+	rechecks          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,10 +42,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowDisconnects:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound bytes exceeded the cap."}),
 		controllerStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "controller_streams", Help: "Controller streams by state (up, down)."}, []string{"state"}),
 		pushesDropped:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_dropped_total", Help: "Publications not broadcast, by reason (duplicate, overflow, unknown)."}, []string{"reason"}),
+		publishErrors:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_errors_total", Help: "Publish commands whose Kafka produce failed."}),
+		// loop is the event loop index, bounded by the configured loop count.
+		loopLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "loop_lag_seconds", Help: "Delay between a timer tick and its run on the event loop (queued work ahead of it), per event loop.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"loop"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_rate_limited_total", Help: "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013)."}, []string{"outcome"}),
+		orphaned:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channels_orphaned_total", Help: "Channels whose subscribers were told to recover because no controller owned them for the grace period."}),
+		rechecks:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channel_rechecks_total", Help: "Channel positions re-checked after a controller stream (re)opened or ownership moved."}),
+	}
+	for _, o := range []string{"rejected", "disconnect"} {
+		m.rateLimited.WithLabelValues(o)
+	}
+	// Pre-create the bounded label values so dashboards show zeros, not gaps.
+	for _, r := range []string{"duplicate", "overflow", "unknown"} {
+		m.pushesDropped.WithLabelValues(r)
+	}
+	for _, st := range []string{"up", "down"} {
+		m.controllerStreams.WithLabelValues(st)
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
-			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.slowDisconnects, m.controllerStreams, m.pushesDropped)
+			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
+			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks)
 	}
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/protocol"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
@@ -30,6 +31,9 @@ type item struct {
 	seq   uint64
 	epoch string
 	frame []byte // itemPub: the complete WebSocket frame, shared by all subscribers
+	// zframe is frame compressed (permessage-deflate), made by the loop on
+	// first use for a client that negotiated compression.
+	zframe []byte
 }
 
 // entryState is the lifecycle of a channel entry.
@@ -38,13 +42,15 @@ type entryState uint8
 const (
 	entrySyncing entryState = iota // interest sent, asking the owner for the position
 	entrySynced
-	entryFilling // a gap was seen; recovering the missing publications
-	entryFailed  // positioning failed; the next join retries
+	entryFilling    // a gap was seen; recovering the missing publications
+	entryRechecking // its controller stream (re)opened: fetching what may have been missed
+	entryFailed     // positioning failed (or its controller is gone); the next join retries
 )
 
 // entry is one channel with local subscribers. Guarded by its shard's mutex.
 type entry struct {
 	ch        string
+	part      int32 // Kafka partition of ch
 	state     entryState
 	epoch     string
 	last      uint64 // last seq broadcast (no push with seq <= last goes out)
@@ -100,7 +106,7 @@ func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool
 	e := sh.m[ch]
 	need := false
 	if e == nil {
-		e = &entry{ch: ch, perLoop: make([]int32, r.srv.numLoops)}
+		e = &entry{ch: ch, part: partition.For(ch, int32(r.srv.cfg.Partitions)), perLoop: make([]int32, r.srv.numLoops)}
 		sh.m[ch] = e
 		need = true
 	} else if e.state == entryFailed {
@@ -110,7 +116,7 @@ func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool
 	e.perLoop[li]++
 	e.total++
 	e.idleSince = time.Time{}
-	synced = e.state == entrySynced || e.state == entryFilling
+	synced = e.state == entrySynced || e.state == entryFilling || e.state == entryRechecking
 	epoch, last = e.epoch, e.last
 	if need {
 		need = !e.queued
@@ -143,7 +149,7 @@ func (r *router) position(ch string) (epoch string, last uint64, ok bool) {
 	sh := r.shard(ch)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[ch]; e != nil && (e.state == entrySynced || e.state == entryFilling) {
+	if e := sh.m[ch]; e != nil && (e.state == entrySynced || e.state == entryFilling || e.state == entryRechecking) {
 		return e.epoch, e.last, true
 	}
 	return "", 0, false
@@ -217,7 +223,7 @@ func (r *router) handleBatch(pubs []*heraldv1.Publication) {
 // fill. Caller holds the shard lock.
 func (r *router) applyLocked(e *entry, p *heraldv1.Publication, b *batch) {
 	switch e.state {
-	case entrySyncing, entryFilling:
+	case entrySyncing, entryFilling, entryRechecking:
 		r.hold(e, p)
 		return
 	case entryFailed:
@@ -356,7 +362,116 @@ func (r *router) process(ctx context.Context, ch string) {
 		r.sync(ctx, sh, e)
 	case entryFilling:
 		r.fill(ctx, sh, e, since, epoch, target)
+	case entryRechecking:
+		r.recheckOne(ctx, sh, e, since, epoch)
 	}
+}
+
+// recheck re-checks the position of every synced channel of parts (whose
+// controller stream just opened, or whose ownership moved): publications
+// streamed while no stream carried them are fetched with Recover and
+// broadcast in order, without waiting for a later publication to reveal the
+// gap.
+func (r *router) recheck(parts []int32) {
+	if len(parts) == 0 {
+		return
+	}
+	set := make(map[int32]bool, len(parts))
+	for _, p := range parts {
+		set[p] = true
+	}
+	var chs []string
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for ch, e := range sh.m {
+			if set[e.part] && e.state == entrySynced {
+				e.state = entryRechecking
+				if !e.queued {
+					e.queued = true
+					chs = append(chs, ch)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	r.srv.m.rechecks.Add(float64(len(chs)))
+	for _, ch := range chs {
+		r.enqueue(ch)
+	}
+}
+
+// recheckOne asks the owner for what follows since and broadcasts it. When
+// that is out of reach the subscribers are told to recover (itemReset).
+func (r *router) recheckOne(ctx context.Context, sh *shard, e *entry, since uint64, epoch string) {
+	resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: e.ch, Since: since, Epoch: epoch, Limit: 1000})
+	var pubs []*heraldv1.Publication
+	ok := err == nil && resp.GetEpoch() == epoch
+	var top uint64
+	if ok {
+		top = resp.GetOffset()
+		pubs = resp.GetPublications()
+		if top > since && (len(pubs) == 0 || pubs[len(pubs)-1].GetSeq() < top) {
+			pubs, ok = r.srv.recoverRange(ctx, e.ch, since, epoch, top)
+		}
+	}
+	b := r.newBatch()
+	sh.mu.Lock()
+	if sh.m[e.ch] != e || e.state != entryRechecking {
+		sh.mu.Unlock()
+		return
+	}
+	e.state = entrySynced
+	if ok {
+		for _, p := range pubs {
+			r.applyLocked(e, p, b)
+		}
+	}
+	if !ok || e.last < top {
+		b.add(e, item{kind: itemReset, ch: e.ch})
+		switch {
+		case err == nil && resp.GetEpoch() != epoch:
+			e.epoch, e.last = resp.GetEpoch(), resp.GetOffset()
+		case e.last < top:
+			e.last = top
+		}
+	}
+	r.drainLocked(e, b)
+	sh.mu.Unlock()
+	r.dispatch(b)
+}
+
+// orphan tells the subscribers of every channel of parts, which no
+// controller owns any more, that their stream lost continuity (itemReset:
+// client-side subscriptions resubscribe with recovery, server-side ones
+// reconnect), and marks the channels failed so that new subscribers
+// position them afresh from the next owner.
+func (r *router) orphan(parts []int32) {
+	set := make(map[int32]bool, len(parts))
+	for _, p := range parts {
+		set[p] = true
+	}
+	b := r.newBatch()
+	n := 0
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			if !set[e.part] || e.state == entrySyncing || e.state == entryFailed {
+				continue
+			}
+			e.state = entryFailed
+			e.buf = nil
+			b.add(e, item{kind: itemReset, ch: e.ch})
+			n++
+		}
+		sh.mu.Unlock()
+	}
+	r.srv.m.orphaned.Add(float64(n))
+	if n > 0 {
+		r.srv.log.Warn("controller gone: subscribers told to recover", "channels", n, "partitions", len(parts))
+	}
+	r.dispatch(b)
 }
 
 // sync positions a new entry: interest add first, then the owner's position,

@@ -61,6 +61,7 @@ type Server struct {
 	booted   chan struct{}
 	addr     atomic.Value // string, bound address
 	stopping atomic.Bool
+	open     atomic.Int64 // open connections
 }
 
 // New builds a relay. kgoOpts are appended to the producer options (seed
@@ -111,6 +112,9 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 		kgo.MaxBufferedRecords(100_000),
+		// A publish fails (error reply, never a false ack) when Kafka does
+		// not ack it in time, instead of being retried forever.
+		kgo.RecordDeliveryTimeout(cfg.PublishTimeout),
 	}
 	if s.kcl, err = kgo.NewClient(append(opts, kgoOpts...)...); err != nil {
 		s.links.close()
@@ -148,9 +152,11 @@ func (s *Server) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run serves until ctx is cancelled, then disconnects clients with 3001
-// shutdown, closes the controller streams, flushes the producer and returns
-// nil. It returns an error when the listener cannot be bound.
+// Run serves until ctx is cancelled, then drains: new connections are
+// refused (and Ready fails), clients are disconnected with 3001 shutdown
+// spread over DrainWindow while the controller streams and the producer keep
+// serving the rest, then the streams close, the producer is flushed and Run
+// returns nil. It returns an error when the listener cannot be bound.
 func (s *Server) Run(ctx context.Context) error {
 	bg, cancel := s.bg, s.bgCancel
 	var wg sync.WaitGroup
@@ -184,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { s.router.janitor(bg) })
 	wg.Go(func() { s.ticker(bg) })
+	wg.Go(func() { s.links.watch(bg) })
 	for _, l := range s.links.links {
 		wg.Go(func() { s.links.run(bg, l) })
 	}
@@ -193,6 +200,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("relay: event loops stopped: %w", err)
 	case <-ctx.Done():
 	}
+	s.drain()
 	s.shutdown()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
@@ -211,8 +219,39 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdown disconnects every client with 3001 and waits briefly for the
-// close frames to be written.
+// drain refuses new connections and disconnects the open ones with 3001,
+// a share of every loop's connections per step, spread over DrainWindow, so
+// that clients reconnect elsewhere gradually. It returns early once no
+// connection is left.
+func (s *Server) drain() {
+	s.stopping.Store(true)
+	window := s.cfg.DrainWindow
+	n := s.open.Load()
+	if window <= 0 || n == 0 {
+		return
+	}
+	const stepEvery = 100 * time.Millisecond
+	steps := max(int(window/stepEvery), 1)
+	s.log.Info("draining connections", "connections", n, "window", window)
+	t := time.NewTicker(window / time.Duration(steps))
+	defer t.Stop()
+	for i := 1; i <= steps; i++ {
+		frac := float64(i) / float64(steps)
+		for _, l := range s.allLoops() {
+			l.execute(func() { l.drainStep(frac) })
+		}
+		if i == steps {
+			break
+		}
+		<-t.C
+		if s.open.Load() == 0 {
+			return
+		}
+	}
+}
+
+// shutdown disconnects every remaining client with 3001 and waits briefly
+// for the close frames to be written.
 func (s *Server) shutdown() {
 	s.stopping.Store(true)
 	var wg sync.WaitGroup
@@ -281,7 +320,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 
 // ticker drives the per-connection timers of every loop.
 func (s *Server) ticker(ctx context.Context) {
-	d := min(s.cfg.PingInterval, s.cfg.PongTimeout, s.cfg.HandshakeTimeout) / 4
+	d := min(s.cfg.PingInterval, s.cfg.PongTimeout, s.cfg.HandshakeTimeout, s.cfg.IdleTimeout) / 4
 	d = max(min(d, time.Second), 20*time.Millisecond)
 	t := time.NewTicker(d)
 	defer t.Stop()
@@ -326,6 +365,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	cl := &client{c: c, l: l, deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano()}
 	c.SetContext(cl)
 	l.conns[cl] = struct{}{}
+	s.open.Add(1)
 	s.m.connections.Inc()
 	return nil, gnet.None
 }
@@ -354,7 +394,9 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cl.clearIOV()
 	cl.frag = nil
+	cl.early = nil
 	cl.connect = nil
+	s.open.Add(-1)
 	s.m.connections.Dec()
 	s.m.disconnects.WithLabelValues(codeLabel(cl.closeCode)).Inc()
 	return gnet.None
@@ -384,6 +426,7 @@ func (s *Server) publish(ch, sender string, info, data []byte, done func(error))
 		if err == nil {
 			s.m.publishAck.Observe(time.Since(start).Seconds())
 		} else {
+			s.m.publishErrors.Inc()
 			s.log.Warn("publish failed", "err", err)
 		}
 		done(err)
@@ -399,7 +442,11 @@ func (s *Server) recoverRange(ctx context.Context, ch string, since uint64, epoc
 	stalls := 0
 	for next < until {
 		resp, err := s.links.recoverRetry(ctx, &heraldv1.RecoverRequest{
-			Channel: ch, Since: next, Epoch: epoch, Limit: uint32(min(until-next, 1000)),
+			// The owner answers all of since+1..head or nothing, and its head
+			// is usually past until under load: ask for up to 1000 and keep
+			// what is needed (a limit of until-next made it answer
+			// recovered=false whenever head > until).
+			Channel: ch, Since: next, Epoch: epoch, Limit: 1000,
 		})
 		if err != nil || resp.GetEpoch() != epoch {
 			return nil, false

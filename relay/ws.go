@@ -5,8 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	pathpkg "path"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 )
 
 // WebSocket opcodes (RFC 6455 §5.2).
@@ -29,6 +33,10 @@ const (
 
 // maxServerHeader is the largest header of a server frame (no mask).
 const maxServerHeader = 10
+
+// rsv1 is the RSV1 bit as parsed into frameHeader.rsv: the
+// permessage-deflate "compressed" flag (RFC 7692).
+const rsv1 byte = 0x4
 
 // frameHeader is a parsed client frame header.
 type frameHeader struct {
@@ -176,8 +184,12 @@ func endOfHeaders(b []byte) int {
 // upgrade runs the WebSocket handshake over one complete header block and
 // returns the HTTP response to send. ok is false when the request was
 // rejected (the response is then an HTTP error and the connection must be
-// closed after writing it).
-func upgrade(block []byte, path string, maxHeader int) (resp []byte, ok bool) {
+// closed after writing it): 404 for another path, 403 for an Origin not in
+// origins (empty: all allowed). With compress, permessage-deflate is
+// accepted when offered, always without context takeover in both
+// directions (RFC 7692 lets the server require client_no_context_takeover),
+// and deflate reports it.
+func upgrade(block []byte, path string, maxHeader int, origins []string, compress bool) (resp []byte, ok, deflate bool) {
 	rw := &handshakeRW{r: block}
 	u := ws.Upgrader{
 		ReadBufferSize: maxHeader,
@@ -191,11 +203,76 @@ func upgrade(block []byte, path string, maxHeader int) (resp []byte, ok bool) {
 			return nil
 		},
 	}
+	if len(origins) > 0 {
+		u.OnHeader = func(key, value []byte) error {
+			if bytes.EqualFold(key, []byte("Origin")) && !originAllowed(origins, value) {
+				return ws.RejectConnectionError(ws.RejectionStatus(403))
+			}
+			return nil
+		}
+	}
+	var ext *wsflate.Extension
+	if compress {
+		ext = &wsflate.Extension{Parameters: wsflate.Parameters{ServerNoContextTakeover: true, ClientNoContextTakeover: true}}
+		u.Negotiate = ext.Negotiate
+	}
 	if _, err := u.Upgrade(rw); err != nil {
 		if len(rw.w) == 0 {
 			rw.w = append(rw.w, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"...)
 		}
-		return rw.w, false
+		return rw.w, false, false
 	}
-	return rw.w, true
+	if ext != nil {
+		_, deflate = ext.Accepted()
+	}
+	return rw.w, true, deflate
+}
+
+// originAllowed matches an Origin header value against the allowlist:
+// exact (case-insensitive) or path.Match patterns; "*" allows all.
+func originAllowed(allowed []string, origin []byte) bool {
+	o := strings.ToLower(string(origin))
+	for _, a := range allowed {
+		a = strings.ToLower(a)
+		if a == "*" || a == o {
+			return true
+		}
+		if ok, _ := pathpkg.Match(a, o); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// validCloseCode reports whether a client may send code in a close frame
+// (RFC 6455 §7.4; 1004-1006 and 1015 are reserved, 1012-1014 are
+// registered by IANA).
+func validCloseCode(code uint16) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	case code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// validUTF8Prefix validates b, the next bytes of a text message whose
+// earlier bytes were valid and complete up to here. n is the length of the
+// complete, valid runes at its start; ok is false as soon as b cannot be
+// the start of valid UTF-8. An incomplete sequence at the end is kept for
+// the next call: utf8.FullRune reports false only for a prefix that some
+// continuation can still complete (it checks the lead byte and the
+// continuation bytes seen so far).
+func validUTF8Prefix(b []byte) (n int, ok bool) {
+	end := len(b)
+	for i := len(b) - 1; i >= 0 && i >= len(b)-3; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				end = i
+			}
+			break
+		}
+	}
+	return end, utf8.Valid(b[:end])
 }

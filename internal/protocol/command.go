@@ -21,7 +21,8 @@ const (
 	MethodPublish
 	MethodHistory
 	MethodRefresh
-	MethodUnsupported // presence, presence_stats, send, rpc, sub_refresh
+	MethodSubRefresh
+	MethodUnsupported // presence, presence_stats, send, rpc
 )
 
 // Command is one client command.
@@ -33,13 +34,13 @@ type Command struct {
 	Publish     *PublishRequest     `json:"publish,omitempty"`
 	History     *HistoryRequest     `json:"history,omitempty"`
 	Refresh     *RefreshRequest     `json:"refresh,omitempty"`
+	SubRefresh  *SubRefreshRequest  `json:"sub_refresh,omitempty"`
 	Ping        *struct{}           `json:"ping,omitempty"`
 
 	Presence      json.RawMessage `json:"presence,omitempty"`
 	PresenceStats json.RawMessage `json:"presence_stats,omitempty"`
 	Send          json.RawMessage `json:"send,omitempty"`
 	RPC           json.RawMessage `json:"rpc,omitempty"`
-	SubRefresh    json.RawMessage `json:"sub_refresh,omitempty"`
 }
 
 // Method returns the request kind of c.
@@ -57,9 +58,11 @@ func (c *Command) Method() Method {
 		return MethodHistory
 	case c.Refresh != nil:
 		return MethodRefresh
+	case c.SubRefresh != nil:
+		return MethodSubRefresh
 	case c.Ping != nil:
 		return MethodPing
-	case c.Presence != nil || c.PresenceStats != nil || c.Send != nil || c.RPC != nil || c.SubRefresh != nil:
+	case c.Presence != nil || c.PresenceStats != nil || c.Send != nil || c.RPC != nil:
 		return MethodUnsupported
 	}
 	return MethodEmpty
@@ -116,6 +119,13 @@ type HistoryRequest struct {
 // RefreshRequest is refresh{token}.
 type RefreshRequest struct {
 	Token string `json:"token,omitempty"`
+}
+
+// SubRefreshRequest is sub_refresh{channel, token}: a new subscription
+// token for a channel subscribed with one.
+type SubRefreshRequest struct {
+	Channel string `json:"channel,omitempty"`
+	Token   string `json:"token,omitempty"`
 }
 
 // ErrEmptyCommand is returned for a frame that holds no command at all.

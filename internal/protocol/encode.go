@@ -71,6 +71,12 @@ type RefreshResult struct {
 	TTL     uint32 `json:"ttl,omitempty"`
 }
 
+// SubRefreshResult is the result of sub_refresh.
+type SubRefreshResult struct {
+	Expires bool   `json:"expires,omitempty"`
+	TTL     uint32 `json:"ttl,omitempty"`
+}
+
 // HistoryResult is the result of history.
 type HistoryResult struct {
 	Publications []Publication `json:"publications,omitempty"`
@@ -264,6 +270,16 @@ func AppendRefreshReply(dst []byte, id uint32, r *RefreshResult) []byte {
 	o := objWriter{dst: dst}
 	o.str("client", r.Client)
 	o.str("version", r.Version)
+	o.boolean("expires", r.Expires)
+	o.uint("ttl", uint64(r.TTL))
+	return append(o.dst, '}', '}')
+}
+
+// AppendSubRefreshReply appends {"id":id,"sub_refresh":{...}}.
+func AppendSubRefreshReply(dst []byte, id uint32, r *SubRefreshResult) []byte {
+	dst = appendReplyStart(dst, id)
+	dst = append(dst, `"sub_refresh":{`...)
+	o := objWriter{dst: dst}
 	o.boolean("expires", r.Expires)
 	o.uint("ttl", uint64(r.TTL))
 	return append(o.dst, '}', '}')

@@ -27,3 +27,27 @@ func BenchmarkDecodeCommands(b *testing.B) {
 		_ = DecodeCommands(frame, func(*Command) error { return nil })
 	}
 }
+
+type nopHandler struct{}
+
+func (nopHandler) HandleCommand(*Command) error { return nil }
+
+// BenchmarkDecoder is BenchmarkDecodeCommands through the fast path.
+func BenchmarkDecoder(b *testing.B) {
+	frame := []byte("{\"id\":1,\"publish\":{\"channel\":\"chat:1\",\"data\":{\"text\":\"hi\"}}}\n{}")
+	var d Decoder
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = d.Decode(frame, nopHandler{})
+	}
+}
+
+// BenchmarkDecoderPong decodes the client's pong {}.
+func BenchmarkDecoderPong(b *testing.B) {
+	frame := []byte("{}")
+	var d Decoder
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = d.Decode(frame, nopHandler{})
+	}
+}

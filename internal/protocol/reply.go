@@ -9,16 +9,17 @@ import (
 // Reply is a decoded server message (reply or push). The relay never decodes
 // replies; Reply exists for clients and tests.
 type Reply struct {
-	ID          uint32           `json:"id,omitempty"`
-	Error       *Error           `json:"error,omitempty"`
-	Push        *Push            `json:"push,omitempty"`
-	Connect     *ConnectResult   `json:"connect,omitempty"`
-	Subscribe   *SubscribeResult `json:"subscribe,omitempty"`
-	Unsubscribe *struct{}        `json:"unsubscribe,omitempty"`
-	Publish     *struct{}        `json:"publish,omitempty"`
-	History     *HistoryResult   `json:"history,omitempty"`
-	Refresh     *RefreshResult   `json:"refresh,omitempty"`
-	Ping        *struct{}        `json:"ping,omitempty"`
+	ID          uint32            `json:"id,omitempty"`
+	Error       *Error            `json:"error,omitempty"`
+	Push        *Push             `json:"push,omitempty"`
+	Connect     *ConnectResult    `json:"connect,omitempty"`
+	Subscribe   *SubscribeResult  `json:"subscribe,omitempty"`
+	Unsubscribe *struct{}         `json:"unsubscribe,omitempty"`
+	Publish     *struct{}         `json:"publish,omitempty"`
+	History     *HistoryResult    `json:"history,omitempty"`
+	Refresh     *RefreshResult    `json:"refresh,omitempty"`
+	SubRefresh  *SubRefreshResult `json:"sub_refresh,omitempty"`
+	Ping        *struct{}         `json:"ping,omitempty"`
 }
 
 // Push is an asynchronous server message.

@@ -1,0 +1,326 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// CommandHandler receives the commands a Decoder decodes.
+type CommandHandler interface {
+	HandleCommand(cmd *Command) error
+}
+
+// Decoder decodes client commands like DecodeCommands, with a hand-written
+// fast path for the commands of the hot path: the empty command {} (the
+// client's pong) and publish{channel, data}. Anything the fast path does not
+// recognise exactly (other methods, unknown or duplicate keys, escapes in the
+// channel, a non-canonical id, ...) goes through encoding/json, so both
+// paths accept and produce the same commands.
+//
+// A Decoder is not safe for concurrent use; a relay keeps one per event
+// loop. Commands of the fast path are reused and Publish.Data aliases the
+// decoded frame: a handler must not keep the Command, nor Data, past its
+// call (copy what it keeps). The fast path allocates only the channel
+// string of a publish.
+type Decoder struct {
+	cmd    Command
+	pub    PublishRequest
+	unread []byte
+}
+
+// Unread returns, after Decode stopped because the handler returned an
+// error, the part of the frame from the start of that command on (nil when
+// Decode did not stop early). It aliases the frame given to Decode.
+func (d *Decoder) Unread() []byte { return d.unread }
+
+// Decode decodes every "\n"-separated command of a text frame and hands
+// each to h, in order. It stops at the first malformed command or the first
+// error h returns; a frame without any command is ErrEmptyCommand.
+func (d *Decoder) Decode(data []byte, h CommandHandler) error {
+	n := 0
+	d.unread = nil
+	for len(data) > 0 {
+		cur := data
+		var line []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			line, data = data, nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		cmd, ok := d.fast(line)
+		if !ok {
+			var err error
+			if cmd, err = DecodeCommand(line); err != nil {
+				return err
+			}
+		}
+		n++
+		if err := h.HandleCommand(cmd); err != nil {
+			d.unread = cur
+			return err
+		}
+	}
+	if n == 0 {
+		return ErrEmptyCommand
+	}
+	return nil
+}
+
+// fast decodes {} and {"id":N,"publish":{"channel":"c","data":V}} (keys in
+// any order, JSON whitespace allowed); ok is false for anything else.
+func (d *Decoder) fast(line []byte) (*Command, bool) {
+	if len(line) == 2 && line[0] == '{' && line[1] == '}' {
+		d.cmd = Command{}
+		return &d.cmd, true
+	}
+	p := scanner{b: line}
+	if !p.lit('{') {
+		return nil, false
+	}
+	var (
+		id              uint32
+		haveID, havePub bool
+		ch, data        []byte
+	)
+	for {
+		key, ok := p.key()
+		if !ok {
+			return nil, false
+		}
+		switch string(key) {
+		case "id":
+			if haveID {
+				return nil, false
+			}
+			haveID = true
+			if id, ok = p.uint32(); !ok {
+				return nil, false
+			}
+		case "publish":
+			if havePub {
+				return nil, false
+			}
+			havePub = true
+			if ch, data, ok = p.publish(); !ok {
+				return nil, false
+			}
+		default:
+			return nil, false
+		}
+		if p.lit(',') {
+			continue
+		}
+		if p.lit('}') {
+			break
+		}
+		return nil, false
+	}
+	p.ws()
+	if p.i != len(p.b) || !havePub {
+		return nil, false
+	}
+	d.pub = PublishRequest{Channel: string(ch), Data: data}
+	d.cmd = Command{ID: id, Publish: &d.pub}
+	return &d.cmd, true
+}
+
+// scanner reads the restricted JSON of the fast path.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (p *scanner) ws() {
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ' ', '\t', '\r', '\n':
+			p.i++
+		default:
+			return
+		}
+	}
+}
+
+// lit consumes c after optional whitespace.
+func (p *scanner) lit(c byte) bool {
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// str reads a string without escapes or control characters, in valid
+// UTF-8, and returns its content.
+func (p *scanner) str() ([]byte, bool) {
+	if !p.lit('"') {
+		return nil, false
+	}
+	start := p.i
+	for p.i < len(p.b) {
+		c := p.b[p.i]
+		switch {
+		case c == '"':
+			s := p.b[start:p.i]
+			p.i++
+			return s, utf8.Valid(s)
+		case c == '\\' || c < 0x20:
+			return nil, false
+		}
+		p.i++
+	}
+	return nil, false
+}
+
+// key reads "key" and the colon.
+func (p *scanner) key() ([]byte, bool) {
+	k, ok := p.str()
+	if !ok || !p.lit(':') {
+		return nil, false
+	}
+	return k, true
+}
+
+// uint32 reads a canonical non-negative integer that fits uint32.
+func (p *scanner) uint32() (uint32, bool) {
+	p.ws()
+	start := p.i
+	var v uint64
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		v = v*10 + uint64(p.b[p.i]-'0')
+		if v > 1<<32-1 {
+			return 0, false
+		}
+		p.i++
+	}
+	n := p.i - start
+	if n == 0 || (n > 1 && p.b[start] == '0') {
+		return 0, false
+	}
+	if p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '.', 'e', 'E':
+			return 0, false
+		}
+	}
+	return uint32(v), true
+}
+
+// publish reads {"channel":"c","data":V} (either order, both required).
+func (p *scanner) publish() (ch, data []byte, ok bool) {
+	if !p.lit('{') {
+		return nil, nil, false
+	}
+	haveCh, haveData := false, false
+	for {
+		key, ok := p.key()
+		if !ok {
+			return nil, nil, false
+		}
+		switch string(key) {
+		case "channel":
+			if haveCh {
+				return nil, nil, false
+			}
+			haveCh = true
+			if ch, ok = p.str(); !ok {
+				return nil, nil, false
+			}
+		case "data":
+			if haveData {
+				return nil, nil, false
+			}
+			haveData = true
+			if data, ok = p.value(); !ok {
+				return nil, nil, false
+			}
+		default:
+			return nil, nil, false
+		}
+		if p.lit(',') {
+			continue
+		}
+		if p.lit('}') {
+			break
+		}
+		return nil, nil, false
+	}
+	return ch, data, haveCh && haveData
+}
+
+// value returns the extent of one JSON value (not null), checked with
+// json.Valid.
+func (p *scanner) value() ([]byte, bool) {
+	p.ws()
+	if p.i >= len(p.b) {
+		return nil, false
+	}
+	start := p.i
+	switch c := p.b[p.i]; c {
+	case '{', '[':
+		depth := 0
+	loop:
+		for p.i < len(p.b) {
+			switch p.b[p.i] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					p.i++
+					break loop
+				}
+			case '"':
+				if !p.skipString() {
+					return nil, false
+				}
+				continue
+			}
+			p.i++
+		}
+		if depth != 0 {
+			return nil, false
+		}
+	case '"':
+		if !p.skipString() {
+			return nil, false
+		}
+	case 'n':
+		return nil, false // null: left to encoding/json
+	default:
+		for p.i < len(p.b) {
+			switch p.b[p.i] {
+			case ',', '}', ']', ' ', '\t', '\r', '\n':
+				goto done
+			}
+			p.i++
+		}
+	done:
+	}
+	v := p.b[start:p.i]
+	return v, len(v) > 0 && json.Valid(v)
+}
+
+// skipString skips a string starting at p.i (at the quote), escapes
+// included.
+func (p *scanner) skipString() bool {
+	p.i++
+	for p.i < len(p.b) {
+		switch p.b[p.i] {
+		case '\\':
+			p.i += 2
+			continue
+		case '"':
+			p.i++
+			return true
+		}
+		p.i++
+	}
+	return false
+}
