@@ -51,6 +51,13 @@ type Config struct {
 	// a relay whose queue is full is disconnected as slow.
 	// Default 1024 (HERALD_CONTROLLER_STREAM_QUEUE).
 	StreamQueue int
+	// SessionTimeout is the consumer group session timeout: a controller
+	// that stops heartbeating (crashed, partitioned) loses its partitions to
+	// the others after this long. Heartbeats are sent every SessionTimeout/5
+	// (at most every 3s). The broker bounds it (Kafka's
+	// group.min.session.timeout.ms, 6s by default).
+	// Default 45s (HERALD_CONTROLLER_SESSION_TIMEOUT).
+	SessionTimeout time.Duration
 	// ShutdownTimeout bounds each shutdown step (gRPC graceful stop, batch
 	// writer flush, group leave), and a partition's flush on revocation.
 	// Default 10s (HERALD_CONTROLLER_SHUTDOWN_TIMEOUT).
@@ -95,7 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 			c.Partitions = int32(n)
 		}
 	}
-	fs.Var((*int32Value)(&c.Partitions), "kafka-partitions", "partition count used to create the topic when missing (default "+strconv.Itoa(int(c.Partitions))+") (env "+partsKey+")")
+	fs.Var((*int32Value)(&c.Partitions), "kafka-partitions", "partition count used to create the topic when missing (env "+partsKey+")")
 
 	config.String(fs, &c.Group, "group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
 	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", defaultID(), "controller id announced to relays")
@@ -104,6 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.BatchInterval, "batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
 	config.Int(fs, &c.MaxBacklog, "max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", 50000, "unpersisted messages per partition before fetching pauses")
 	config.Int(fs, &c.StreamQueue, "stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", 1024, "outbound batches queued per relay stream")
+	config.Duration(fs, &c.SessionTimeout, "session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", 45*time.Second, "consumer group session timeout (failover time after a crash)")
 	config.Duration(fs, &c.ShutdownTimeout, "shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", 10*time.Second, "bound of each shutdown step")
 }
 
@@ -153,6 +161,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamQueue <= 0 {
 		bad("stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", "must be > 0, got %d", c.StreamQueue)
+	}
+	if c.SessionTimeout < 0 {
+		bad("session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", "must be >= 0 (0: the Kafka client's default), got %s", c.SessionTimeout)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)

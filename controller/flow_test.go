@@ -246,7 +246,8 @@ func TestConfig(t *testing.T) {
 	}
 	if c.Addr != "127.0.0.1:8090" || len(c.Brokers) != 2 || c.Brokers[1] != "k2:9092" || c.Partitions != 24 ||
 		c.Topic != "t2" || c.Group != "herald-controller" || c.ID == "" || c.RingSize != 128 ||
-		c.BatchMessages != 1000 || c.BatchInterval != 5*time.Millisecond || c.MaxBacklog != 50000 || c.StreamQueue != 1024 {
+		c.BatchMessages != 1000 || c.BatchInterval != 5*time.Millisecond || c.MaxBacklog != 50000 || c.StreamQueue != 1024 ||
+		c.SessionTimeout != 45*time.Second {
 		t.Fatalf("unexpected config %+v", c)
 	}
 	c.Partitions, c.StreamQueue, c.Brokers = 0, 0, nil

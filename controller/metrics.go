@@ -22,6 +22,7 @@ type metrics struct {
 	batchWriteSeconds prometheus.Histogram
 	storeErrors       prometheus.Counter
 	backlog           prometheus.Gauge
+	maxBacklog        prometheus.Gauge
 	pausedPartitions  prometheus.Gauge
 	lag               *prometheus.GaugeVec
 	recoverRequests   *prometheus.CounterVec
@@ -57,6 +58,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "store_errors_total", Help: "Failed store calls (batch writes are retried)."}),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "unpersisted_backlog", Help: "Consumed messages not yet persisted, all owned partitions."}),
+		maxBacklog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "max_backlog", Help: "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."}),
 		pausedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "paused_partitions", Help: "Owned partitions whose fetching is paused by store backpressure."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
@@ -72,13 +75,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.ownedPartitions, m.recordsConsumed, m.badRecords, m.consumeToStream,
 		m.deliveries, m.relayStreams, m.slowRelays, m.interestChannels, m.batchSize, m.batchWriteSeconds,
-		m.storeErrors, m.backlog, m.pausedPartitions, m.lag, m.recoverRequests} {
+		m.storeErrors, m.backlog, m.maxBacklog, m.pausedPartitions, m.lag, m.recoverRequests} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("registering controller metrics: %w", err)
+	}
+	for _, r := range []string{"recovered", "not_recovered", "position", "not_owner", "error"} {
+		m.recoverRequests.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -84,6 +84,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	if err != nil {
 		return nil, err
 	}
+	m.maxBacklog.Set(float64(cfg.MaxBacklog))
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s (HERALD_CONTROLLER_ADDR): %w", cfg.Addr, err)
@@ -141,6 +142,9 @@ func (s *Server) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
 		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
+	}
+	if st := s.cfg.SessionTimeout; st > 0 {
+		opts = append(opts, kgo.SessionTimeout(st), kgo.HeartbeatInterval(min(st/5, 3*time.Second)))
 	}
 	cl, err := kgo.NewClient(append(opts, s.extra...)...)
 	if err != nil {
