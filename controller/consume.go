@@ -88,14 +88,14 @@ func (c *chanState) since(since uint64) ([]*heraldv1.Publication, uint64) {
 	return out, oldest
 }
 
-// deriveEpoch is a channel's epoch from its first record: deterministic, so a
-// replay of the log after a crash yields the same epoch.
-func deriveEpoch(channel, id string, offset int64) string {
-	key := channel + "|" + id
-	if id == "" {
-		key = channel + "|@" + strconv.FormatInt(offset, 10)
-	}
-	sum := sha256.Sum256([]byte(key))
+// epochFor is a channel's epoch: derived from the message log's identity
+// (the topic ID) and the channel, so it is known before the channel's first
+// message (a client subscribing to an empty channel gets the epoch it will
+// keep), a replay after a crash yields the same epoch, and it changes only
+// when the log starts over (the topic is recreated), which is exactly when
+// clients' offsets stop meaning anything.
+func epochFor(streamID, channel string) string {
+	sum := sha256.Sum256([]byte(streamID + "|" + channel))
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -350,7 +350,7 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 			ps.chans[m.Channel] = cs
 		}
 		if cs.epoch == "" {
-			cs.epoch = deriveEpoch(m.Channel, m.Id, rec.Offset)
+			cs.epoch = epochFor(s.streamID, m.Channel)
 		}
 		cs.seq++
 		pub := &heraldv1.Publication{Channel: m.Channel, Seq: cs.seq, Epoch: cs.epoch, Message: m}

@@ -33,6 +33,11 @@ func TestStreamPersistRecover(t *testing.T) {
 		return o != nil && len(o.Partitions) == parts && o.PartitionCount == parts && o.ControllerId == "c1"
 	})
 
+	// A channel's epoch is known before its first message and stays.
+	before, err := dialController(t, c.Addr()).Recover(context.Background(), &heraldv1.RecoverRequest{Channel: wanted[0]})
+	if err != nil || before.Epoch == "" || before.Offset != 0 {
+		t.Fatalf("position of an empty channel: %+v, %v", before, err)
+	}
 	produce(t, brokers, parts, interleaved(chans, 0, perChannel))
 	for _, ch := range wanted {
 		relay.waitCount(ch, perChannel)
@@ -49,6 +54,9 @@ func TestStreamPersistRecover(t *testing.T) {
 		}
 		checkDense(t, ch, pubs, 1, 0)
 		epochs[ch] = pubs[0].Epoch
+	}
+	if epochs[wanted[0]] != before.Epoch {
+		t.Fatalf("epoch changed with the first message: %q before, %q after", before.Epoch, epochs[wanted[0]])
 	}
 	for _, ch := range chans {
 		storedDense(t, st, ch, perChannel)
@@ -116,8 +124,15 @@ func TestStreamPersistRecover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Epoch != "" || resp.Offset != 0 || !resp.Recovered {
-			t.Fatalf("got %+v, want empty recovered position", resp)
+		// The epoch is known before the first message, so clients that
+		// subscribe to an empty channel can recover with it later.
+		if len(resp.Epoch) != 16 || resp.Offset != 0 || !resp.Recovered {
+			t.Fatalf("got %+v, want offset 0 with the channel's epoch", resp)
+		}
+		for ch, e := range epochs {
+			if resp.Epoch == e {
+				t.Fatalf("never-seen and %s share epoch %q", ch, e)
+			}
 		}
 	})
 	t.Run("store lagging behind the ring", func(t *testing.T) {

@@ -222,13 +222,13 @@ func TestInterest(t *testing.T) {
 	}
 }
 
-func TestDeriveEpoch(t *testing.T) {
-	a := deriveEpoch("chat:a", "01HX", 5)
-	if a != deriveEpoch("chat:a", "01HX", 99) || len(a) != 16 {
-		t.Fatalf("epoch %q not deterministic from channel and id", a)
+func TestEpochFor(t *testing.T) {
+	a := epochFor("log-1", "chat:a")
+	if a != epochFor("log-1", "chat:a") || len(a) != 16 {
+		t.Fatalf("epoch %q not deterministic from log and channel", a)
 	}
-	if a == deriveEpoch("chat:b", "01HX", 5) || deriveEpoch("c", "", 1) == deriveEpoch("c", "", 2) {
-		t.Fatal("epochs collide")
+	if a == epochFor("log-1", "chat:b") || a == epochFor("log-2", "chat:a") {
+		t.Fatal("epochs collide across channels or logs")
 	}
 }
 

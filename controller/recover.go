@@ -42,7 +42,8 @@ func (s *Server) recover(ctx context.Context, req *heraldv1.RecoverRequest) (*he
 		ring   []*heraldv1.Publication
 		oldest uint64
 	)
-	if cs := ps.chans[ch]; cs != nil {
+	epoch = epochFor(s.streamID, ch) // a channel without messages yet
+	if cs := ps.chans[ch]; cs != nil && cs.epoch != "" {
 		epoch, head = cs.epoch, cs.seq
 		if limit > 0 && since < head && head-since <= limit {
 			ring, oldest = cs.since(since)

@@ -11,11 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-chat/herald/internal/kafkatopic"
 	"github.com/herald-chat/herald/internal/store"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -49,6 +48,9 @@ type Server struct {
 
 	ownership atomic.Pointer[heraldv1.Ownership]
 	numParts  atomic.Int32 // the topic's partition count, set by Run
+	// streamID identifies the message log (the topic's Kafka ID); channel
+	// epochs derive from it. Set by Run before serving, read-only after.
+	streamID string
 
 	partsMu   sync.RWMutex
 	parts     map[int32]*partState
@@ -120,12 +122,17 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("controller: Run called twice")
 	}
-	n, err := ensureTopic(ctx, s.cfg.Brokers, s.cfg.Topic, s.cfg.Partitions, s.extra)
+	info, err := kafkatopic.Ensure(ctx, s.cfg.Brokers, s.cfg.Topic, s.cfg.Partitions, s.extra...)
 	if err != nil {
 		s.ln.Close()
 		return err
 	}
-	s.numParts.Store(n)
+	// Set before the gRPC server serves and the poll loop runs; read-only after.
+	s.streamID = info.ID
+	if s.streamID == "" {
+		s.streamID = "topic:" + s.cfg.Topic
+	}
+	s.numParts.Store(info.Partitions)
 	s.publishOwnership()
 
 	opts := []kgo.Opt{
@@ -162,7 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(pollDone)
 		s.pollLoop(pollCtx, cl)
 	}()
-	s.log.Info("controller running", "id", s.cfg.ID, "addr", s.Addr(), "topic", s.cfg.Topic, "partitions", n, "group", s.cfg.Group)
+	s.log.Info("controller running", "id", s.cfg.ID, "addr", s.Addr(), "topic", s.cfg.Topic, "partitions", info.Partitions, "stream", s.streamID, "group", s.cfg.Group)
 
 	var runErr error
 	served := false
@@ -262,40 +269,6 @@ func (s *Server) resumeFetch(p int32) {
 // exist. An existing topic with another partition count is an error: the
 // count is fixed at creation (channels map to partitions by it).
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
-	_, err := ensureTopic(ctx, brokers, topic, partitions, nil)
+	_, err := kafkatopic.Ensure(ctx, brokers, topic, partitions)
 	return err
-}
-
-// ensureTopic is EnsureTopic returning the topic's partition count.
-func ensureTopic(ctx context.Context, brokers []string, topic string, partitions int32, extra []kgo.Opt) (int32, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, extra...)...)
-	if err != nil {
-		return 0, fmt.Errorf("creating kafka admin client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, -1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err == nil {
-		return partitions, nil
-	}
-	if !errors.Is(err, kerr.TopicAlreadyExists) {
-		return 0, fmt.Errorf("creating topic %s: %w", topic, err)
-	}
-	details, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return 0, fmt.Errorf("describing topic %s: %w", topic, err)
-	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil {
-		return 0, fmt.Errorf("describing topic %s: %v", topic, d.Err)
-	}
-	if got := int32(len(d.Partitions)); got != partitions {
-		return 0, fmt.Errorf("topic %s has %d partitions, configured %d (HERALD_KAFKA_PARTITIONS); the count is fixed at creation", topic, got, partitions)
-	}
-	return partitions, nil
 }

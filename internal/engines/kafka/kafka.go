@@ -6,15 +6,12 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/herald-chat/herald/internal/kafkatopic"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Options configure the embedded Kafka.
@@ -83,34 +80,8 @@ func (k *Kafka) Port() int {
 func (k *Kafka) Close() { k.cluster.Close() }
 
 // EnsureTopic creates topic with the given partition count if it does not
-// exist. An existing topic with another partition count is an error: the
-// count is fixed at creation (changing it moves channels between partitions
-// and breaks per-channel ordering).
+// exist; see kafkatopic.Ensure.
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return fmt.Errorf("kafka client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, 1, nil, topic)
-	if err == nil && resp.Err == nil {
-		return nil
-	}
-	if err == nil {
-		err = resp.Err
-	}
-	if !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("creating topic %s: %w", topic, err)
-	}
-	details, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("describing topic %s: %w", topic, err)
-	}
-	if d, ok := details[topic]; ok && d.Err == nil && int32(len(d.Partitions)) != partitions {
-		return fmt.Errorf("topic %s has %d partitions, configured %d (HERALD_KAFKA_PARTITIONS); the count is fixed at creation", topic, len(d.Partitions), partitions)
-	}
-	return nil
+	_, err := kafkatopic.Ensure(ctx, brokers, topic, partitions)
+	return err
 }
