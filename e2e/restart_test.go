@@ -76,6 +76,7 @@ func TestSecondRunKeepsHistory(t *testing.T) {
 	}
 	publish(st, 1, 5)
 	waitHistory(st, 5)
+	epoch := channelEpoch(t, st, channel)
 	cancel()
 	if err := st.Wait(); err != nil {
 		t.Fatalf("first run stopped with: %v", err)
@@ -90,4 +91,18 @@ func TestSecondRunKeepsHistory(t *testing.T) {
 	t.Cleanup(func() { cancel2(); _ = st2.Wait() })
 	publish(st2, 6, 10)
 	waitHistory(st2, 10)
+	if e := channelEpoch(t, st2, channel); e != epoch || e == "" {
+		t.Fatalf("epoch %q after the restart, %q before: clients could not recover", e, epoch)
+	}
+}
+
+func channelEpoch(t *testing.T, st *devstack.Stack, channel string) string {
+	t.Helper()
+	var ch struct {
+		Epoch string `json:"epoch"`
+	}
+	if code := getJSON(t, st.ManagementURL+"/v1/channels/"+channel, token(t, st.TokenSecret, "alice", channel), &ch); code != http.StatusOK {
+		t.Fatalf("channel info: status %d", code)
+	}
+	return ch.Epoch
 }
