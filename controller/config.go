@@ -105,7 +105,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*int32Value)(&c.Partitions), "kafka-partitions", "partition count used to create the topic when missing (env "+partsKey+")")
 
 	config.String(fs, &c.Group, "group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
-	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", defaultID(), "controller id announced to relays")
+	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", "", "controller id announced to relays (default hostname-pid)")
 	config.Int(fs, &c.RingSize, "ring-size", "HERALD_CONTROLLER_RING_SIZE", 128, "recent publications kept per channel for Recover")
 	config.Int(fs, &c.BatchMessages, "batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", 1000, "messages per store batch")
 	config.Duration(fs, &c.BatchInterval, "batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
@@ -125,6 +125,9 @@ func defaultID() string {
 
 // Validate reports every invalid setting, naming its flag and env variable.
 func (c *Config) Validate() error {
+	if c.ID == "" {
+		c.ID = defaultID()
+	}
 	var errs []error
 	if c.envErr != nil {
 		errs = append(errs, c.envErr)

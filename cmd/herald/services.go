@@ -110,128 +110,175 @@ func serve(ctx context.Context, name string, svc service, adm *admin.Server, adm
 	return errors.Join(err, adminErr)
 }
 
+// Each service's command line: its flag set and where the flags land.
+// Building them in one place lets docs/configuration.md be generated from
+// (and checked against) the real flags.
+
+type controllerCmd struct {
+	fs  *flag.FlagSet
+	cfg controller.Config
+	sf  storeFlags
+	af  adminFlag
+}
+
+func newControllerCmd() *controllerCmd {
+	c := &controllerCmd{fs: flag.NewFlagSet("controller", flag.ContinueOnError)}
+	c.cfg.RegisterFlags(c.fs)
+	c.sf.register(c.fs)
+	c.af.register(c.fs, "controller", "127.0.0.1:9101")
+	return c
+}
+
+type relayCmd struct {
+	fs  *flag.FlagSet
+	cfg relay.Config
+	tf  secretFlag
+	af  adminFlag
+}
+
+func newRelayCmd() *relayCmd {
+	c := &relayCmd{fs: flag.NewFlagSet("relay", flag.ContinueOnError)}
+	c.cfg.RegisterFlags(c.fs)
+	c.tf.register(c.fs)
+	c.af.register(c.fs, "relay", "127.0.0.1:9100")
+	return c
+}
+
+type managementCmd struct {
+	fs  *flag.FlagSet
+	cfg management.Config
+	sf  storeFlags
+	s3  s3Flags
+	tf  secretFlag
+	af  adminFlag
+}
+
+func newManagementCmd() *managementCmd {
+	c := &managementCmd{fs: flag.NewFlagSet("management", flag.ContinueOnError)}
+	c.cfg.RegisterFlags(c.fs)
+	c.sf.register(c.fs)
+	c.s3.register(c.fs)
+	c.tf.register(c.fs)
+	c.af.register(c.fs, "management", "127.0.0.1:9102")
+	return c
+}
+
+type cacherCmd struct {
+	fs  *flag.FlagSet
+	cfg cacher.Config
+	sf  storeFlags
+	s3  s3Flags
+	af  adminFlag
+}
+
+func newCacherCmd() *cacherCmd {
+	c := &cacherCmd{fs: flag.NewFlagSet("cacher", flag.ContinueOnError)}
+	c.cfg.RegisterFlags(c.fs)
+	c.sf.register(c.fs)
+	c.s3.register(c.fs)
+	c.af.register(c.fs, "cacher", "127.0.0.1:9103")
+	return c
+}
+
 func runController(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
-	var cfg controller.Config
-	var sf storeFlags
-	var af adminFlag
-	cfg.RegisterFlags(fs)
-	sf.register(fs)
-	af.register(fs, "controller", "127.0.0.1:9101")
-	if err := parseFlags(fs, args); err != nil {
+	c := newControllerCmd()
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	st, err := sf.open(ctx)
+	st, err := c.sf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	adm := admin.New(log)
-	c, err := controller.New(cfg, st, log, adm.Registry)
+	srv, err := controller.New(c.cfg, st, log, adm.Registry)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "controller", c, adm, af.addr, log)
+	return serve(ctx, "controller", srv, adm, c.af.addr, log)
 }
 
 func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
-	var cfg relay.Config
-	var tf secretFlag
-	var af adminFlag
-	cfg.RegisterFlags(fs)
-	tf.register(fs)
-	af.register(fs, "relay", "127.0.0.1:9100")
-	if err := parseFlags(fs, args); err != nil {
+	c := newRelayCmd()
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	v, err := tf.verifier()
+	v, err := c.tf.verifier()
 	if err != nil {
 		return err
 	}
 	adm := admin.New(log)
-	r, err := relay.New(cfg, v, log, adm.Registry)
+	srv, err := relay.New(c.cfg, v, log, adm.Registry)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "relay", r, adm, af.addr, log)
+	return serve(ctx, "relay", srv, adm, c.af.addr, log)
 }
 
 func runManagement(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("management", flag.ContinueOnError)
-	var cfg management.Config
-	var sf storeFlags
-	var s3 s3Flags
-	var tf secretFlag
-	var af adminFlag
-	cfg.RegisterFlags(fs)
-	sf.register(fs)
-	s3.register(fs)
-	tf.register(fs)
-	af.register(fs, "management", "127.0.0.1:9102")
-	if err := parseFlags(fs, args); err != nil {
+	c := newManagementCmd()
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	v, err := tf.verifier()
+	v, err := c.tf.verifier()
 	if err != nil {
 		return err
 	}
-	arc, err := s3.open(ctx)
+	arc, err := c.s3.open(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := sf.open(ctx)
+	st, err := c.sf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	adm := admin.New(log)
-	m, err := management.New(cfg, st, arc, v, log, adm.Registry)
+	srv, err := management.New(c.cfg, st, arc, v, log, adm.Registry)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "management", m, adm, af.addr, log)
+	return serve(ctx, "management", srv, adm, c.af.addr, log)
 }
 
 func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("cacher", flag.ContinueOnError)
-	var cfg cacher.Config
-	var sf storeFlags
-	var s3 s3Flags
-	var af adminFlag
-	cfg.RegisterFlags(fs)
-	sf.register(fs)
-	s3.register(fs)
-	af.register(fs, "cacher", "127.0.0.1:9103")
-	if err := parseFlags(fs, args); err != nil {
+	c := newCacherCmd()
+	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	s3.ChunkSize = cfg.ChunkSize // one setting: the cacher's -cacher-chunk-size
-	arc, err := s3.open(ctx)
+	// One chunk size: -cacher-chunk-size when given, else the archive's
+	// (-archive-chunk-size; both default to HERALD_ARCHIVE_CHUNK_SIZE).
+	c.fs.Visit(func(f *flag.Flag) {
+		if f.Name == "cacher-chunk-size" {
+			c.s3.ChunkSize = c.cfg.ChunkSize
+		}
+	})
+	c.cfg.ChunkSize = c.s3.ChunkSize
+	arc, err := c.s3.open(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := sf.open(ctx)
+	st, err := c.sf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	adm := admin.New(log)
-	c, err := cacher.New(cfg, st, arc, log, adm.Registry)
+	srv, err := cacher.New(c.cfg, st, arc, log, adm.Registry)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "cacher", c, adm, af.addr, log)
+	return serve(ctx, "cacher", srv, adm, c.af.addr, log)
 }
