@@ -8,7 +8,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages with concurrency, tested again under the race detector.
 RACE_PKGS := ./relay/... ./controller/... ./cacher/... ./management/... ./internal/store/... ./internal/protocol/... ./internal/devstack/...
 
-.PHONY: all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps bench clean help cluster cluster-stop cluster-status test-cluster
+.PHONY: docs all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps bench clean help cluster cluster-stop cluster-status test-cluster
 
 all: build
 
@@ -39,6 +39,9 @@ vet: ## gofmt check and go vet
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
 
+docs: ## regenerate docs/configuration.md from the services' flags
+	HERALD_UPDATE_DOCS=1 $(GO) test -count=1 -run TestConfigurationDocUpToDate ./cmd/herald/
+
 proto: ## regenerate proto/herald/v1 (protoc from Debian protobuf-compiler + pinned plugins)
 	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
@@ -52,8 +55,17 @@ prometheus: ## Prometheus for `make run` on 127.0.0.1:9090 (Debian package prome
 test-dashboards: ## every dashboard panel and alert against a real Prometheus
 	$(GO) test -count=1 -v -timeout 5m -run TestDashboardsAgainstPrometheus ./dashboards/
 
-bench: ## micro-benchmarks, benchstat-ready
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee bench.out
+# --- BENCH / LOADTEST (bench/README.md, docs/performance.md) ---
+.PHONY: loadtest perf-report
+bench: ## hot-path micro-benchmarks, benchstat-ready (COUNT=5 BENCH=. BENCHTIME= PKGS= FULL=1 OUT=)
+	bench/run.sh
+
+loadtest: build ## one scenario against a fresh `herald dev` or URL: SCENARIO=idle|broadcast|chat|churn|recovery [URL=] [ARGS=]
+	@test -n "$(SCENARIO)" || { echo "usage: make loadtest SCENARIO=idle|broadcast|chat|churn|recovery [URL=ws://…] [ARGS='--conns 1000 …']"; exit 2; }
+	loadtest/scripts/run.sh $(SCENARIO) $(ARGS)
+
+perf-report: build ## standard load test set, regenerates docs/performance.md results (PERF_SCALE=modest|full, PERF_RUNS=)
+	loadtest/scripts/perf-report.sh
 
 clean: ## remove build output (not ./data)
 	rm -rf bin bench.out
