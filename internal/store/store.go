@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -92,6 +93,17 @@ type Range struct {
 	Limit int
 	// Desc returns newest first.
 	Desc bool
+}
+
+// Bounds returns the inclusive seq bounds of r with its defaults applied
+// (From 0 means 1, To 0 means no upper bound), clamped to what the stores
+// can index (int64), and whether the range is empty.
+func (r Range) Bounds() (from, to uint64, empty bool) {
+	from, to = max(r.From, 1), r.To
+	if to == 0 || to > math.MaxInt64 {
+		to = math.MaxInt64
+	}
+	return from, to, from > to
 }
 
 // Lease is a named, expiring claim held by one owner, used to let only one

@@ -342,14 +342,8 @@ func (s *Store) Channels(ctx context.Context, after string, limit int) ([]store.
 
 // Messages implements store.Store.
 func (s *Store) Messages(ctx context.Context, r store.Range) ([]store.Message, error) {
-	from, to := r.From, r.To
-	if from == 0 {
-		from = 1
-	}
-	if to == 0 {
-		to = math.MaxUint64
-	}
-	if from > to || from > math.MaxInt64 {
+	from, to, empty := r.Bounds()
+	if empty {
 		return []store.Message{}, nil
 	}
 	dir := 1
