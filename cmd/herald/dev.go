@@ -64,11 +64,11 @@ func printBanner(w io.Writer, st *devstack.Stack, devSecret bool) {
 	fmt.Fprintf(&b, "\nHerald dev is running (data in %s). Ctrl-C stops it; a second run keeps all history.\n\n", st.Opts.DataDir)
 	fmt.Fprintf(&b, "  Kafka (kfake)        %s  topic %s, %d partitions\n", strings.Join(st.Brokers, ","), st.Topic, st.Partitions)
 	fmt.Fprintf(&b, "  store                %s\n", st.StoreURI)
-	fmt.Fprintf(&b, "  S3 (versitygw)       %s  bucket %s  (access key %s, secret %s)\n", st.S3Endpoint, st.Bucket, devstack.DevS3AccessKey, devstack.DevS3SecretKey)
+	fmt.Fprintf(&b, "  S3 (versitygw)       %s  bucket %s  (access key %s, secret %s)\n", st.S3Endpoint, st.Bucket, st.S3AccessKey, st.S3SecretKey)
 	if st.Opts.EnginesOnly {
 		fmt.Fprintf(&b, "\nEngines only. Run services against them with:\n")
 		fmt.Fprintf(&b, "  export HERALD_KAFKA_BROKERS=%s HERALD_STORE_URI=%s HERALD_S3_ENDPOINT=%s \\\n", strings.Join(st.Brokers, ","), st.StoreURI, st.S3Endpoint)
-		fmt.Fprintf(&b, "         HERALD_S3_ACCESS_KEY=%s HERALD_S3_SECRET_KEY=%s HERALD_TOKEN_SECRET=%s\n", devstack.DevS3AccessKey, devstack.DevS3SecretKey, st.TokenSecret)
+		fmt.Fprintf(&b, "         HERALD_S3_ACCESS_KEY=%s HERALD_S3_SECRET_KEY=%s HERALD_TOKEN_SECRET=%s\n", st.S3AccessKey, st.S3SecretKey, st.TokenSecret)
 	} else {
 		fmt.Fprintf(&b, "  relay WebSocket      %s\n", st.RelayURL)
 		fmt.Fprintf(&b, "  controller gRPC      %s\n", st.ControllerAddr)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -66,14 +67,18 @@ type Options struct {
 
 // Stack is a running dev system.
 type Stack struct {
-	Opts        Options
-	Brokers     []string
-	Topic       string
-	Partitions  int32
-	StoreURI    string
-	S3Endpoint  string
-	Bucket      string
-	TokenSecret string
+	Opts       Options
+	Brokers    []string
+	Topic      string
+	Partitions int32
+	StoreURI   string
+	S3Endpoint string
+	Bucket     string
+	// S3AccessKey and S3SecretKey are the embedded gateway's root
+	// credentials: HERALD_S3_ACCESS_KEY / HERALD_S3_SECRET_KEY, else the dev
+	// ones.
+	S3AccessKey, S3SecretKey string
+	TokenSecret              string
 
 	// Service addresses (empty with EnginesOnly).
 	RelayURL, ControllerAddr, ManagementURL, CacherURL string
@@ -105,12 +110,19 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.TokenSecret == "" {
 		o.TokenSecret = config.Env("HERALD_TOKEN_SECRET", auth.DevSecret)
 	}
+	// Unset addresses take the documented HERALD_* variables, so the dev
+	// stack moves with the same settings as the separate services.
 	defaults := map[*string]string{
-		&o.KafkaAddr: "127.0.0.1:9092", &o.S3Addr: "127.0.0.1:9000",
-		&o.RelayAddr: "127.0.0.1:8000", &o.ControllerAddr: "127.0.0.1:8090",
-		&o.ManagementAddr: "127.0.0.1:8080", &o.CacherAddr: "127.0.0.1:8081",
-		&o.RelayAdmin: "127.0.0.1:9100", &o.ControllerAdmin: "127.0.0.1:9101",
-		&o.ManagementAdmin: "127.0.0.1:9102", &o.CacherAdmin: "127.0.0.1:9103",
+		&o.KafkaAddr:       config.List(config.Env("HERALD_KAFKA_BROKERS", "127.0.0.1:9092"))[0],
+		&o.S3Addr:          hostPort(config.Env("HERALD_S3_ENDPOINT", "http://127.0.0.1:9000")),
+		&o.RelayAddr:       config.Env("HERALD_RELAY_ADDR", "127.0.0.1:8000"),
+		&o.ControllerAddr:  config.Env("HERALD_CONTROLLER_ADDR", "127.0.0.1:8090"),
+		&o.ManagementAddr:  config.Env("HERALD_MANAGEMENT_ADDR", "127.0.0.1:8080"),
+		&o.CacherAddr:      config.Env("HERALD_CACHER_ADDR", "127.0.0.1:8081"),
+		&o.RelayAdmin:      config.Env("HERALD_RELAY_ADMIN_ADDR", "127.0.0.1:9100"),
+		&o.ControllerAdmin: config.Env("HERALD_CONTROLLER_ADMIN_ADDR", "127.0.0.1:9101"),
+		&o.ManagementAdmin: config.Env("HERALD_MANAGEMENT_ADMIN_ADDR", "127.0.0.1:9102"),
+		&o.CacherAdmin:     config.Env("HERALD_CACHER_ADMIN_ADDR", "127.0.0.1:9103"),
 	}
 	for p, def := range defaults {
 		switch *p {
@@ -136,7 +148,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Stack{Opts: o, cancel: cancel, TokenSecret: o.TokenSecret, Admin: map[string]string{}}
+	s := &Stack{Opts: o, cancel: cancel, TokenSecret: o.TokenSecret, Admin: map[string]string{},
+		S3AccessKey: config.Env("HERALD_S3_ACCESS_KEY", DevS3AccessKey),
+		S3SecretKey: config.Env("HERALD_S3_SECRET_KEY", DevS3SecretKey)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -177,7 +191,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 
 	s.s3, err = s3local.Start(ctx, s3local.Options{
 		Addr: o.S3Addr, Dir: filepath.Join(o.DataDir, "s3"),
-		AccessKey: DevS3AccessKey, SecretKey: DevS3SecretKey,
+		AccessKey: s.S3AccessKey, SecretKey: s.S3SecretKey,
 	})
 	if err != nil {
 		return nil, err
@@ -218,7 +232,7 @@ func (s *Stack) startServices(ctx context.Context) error {
 
 	var acfg archive.Config
 	acfg.Endpoint, acfg.Bucket = s.S3Endpoint, s.Bucket
-	acfg.AccessKey, acfg.SecretKey = DevS3AccessKey, DevS3SecretKey
+	acfg.AccessKey, acfg.SecretKey = s.S3AccessKey, s.S3SecretKey
 
 	var kcfg cacher.Config
 	fill(kcfg.RegisterFlags)
@@ -430,4 +444,13 @@ func absStorePath(uri string) (string, error) {
 		return "", fmt.Errorf("store path %q: %w", path, err)
 	}
 	return prefix + abs, nil
+}
+
+// hostPort returns the host:port of an http(s) URL (or the input when it is
+// not a URL).
+func hostPort(endpoint string) string {
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return endpoint
 }
