@@ -14,6 +14,7 @@ import (
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
+	"github.com/herald-chat/herald/internal/kafkaopts"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
 	"github.com/herald-chat/herald/management"
@@ -115,30 +116,34 @@ func serve(ctx context.Context, name string, svc service, adm *admin.Server, adm
 // (and checked against) the real flags.
 
 type controllerCmd struct {
-	fs  *flag.FlagSet
-	cfg controller.Config
-	sf  storeFlags
-	af  adminFlag
+	fs    *flag.FlagSet
+	cfg   controller.Config
+	kafka kafkaopts.Config
+	sf    storeFlags
+	af    adminFlag
 }
 
 func newControllerCmd() *controllerCmd {
 	c := &controllerCmd{fs: flag.NewFlagSet("controller", flag.ContinueOnError)}
 	c.cfg.RegisterFlags(c.fs)
+	c.kafka.RegisterFlags(c.fs)
 	c.sf.register(c.fs)
 	c.af.register(c.fs, "controller", "127.0.0.1:9101")
 	return c
 }
 
 type relayCmd struct {
-	fs  *flag.FlagSet
-	cfg relay.Config
-	tf  secretFlag
-	af  adminFlag
+	fs    *flag.FlagSet
+	cfg   relay.Config
+	kafka kafkaopts.Config
+	tf    secretFlag
+	af    adminFlag
 }
 
 func newRelayCmd() *relayCmd {
 	c := &relayCmd{fs: flag.NewFlagSet("relay", flag.ContinueOnError)}
 	c.cfg.RegisterFlags(c.fs)
+	c.kafka.RegisterFlags(c.fs)
 	c.tf.register(c.fs)
 	c.af.register(c.fs, "relay", "127.0.0.1:9100")
 	return c
@@ -185,7 +190,11 @@ func runController(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate(), c.kafka.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	kopts, err := c.kafka.Opts()
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	st, err := c.sf.open(ctx)
@@ -194,7 +203,7 @@ func runController(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	defer st.Close()
 	adm := admin.New(log)
-	srv, err := controller.New(c.cfg, st, log, adm.Registry)
+	srv, err := controller.New(c.cfg, st, log, adm.Registry, kopts...)
 	if err != nil {
 		return err
 	}
@@ -206,7 +215,11 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.cfg.Validate(), c.kafka.Validate()); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	kopts, err := c.kafka.Opts()
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	v, err := c.tf.verifier()
@@ -214,7 +227,7 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	adm := admin.New(log)
-	srv, err := relay.New(c.cfg, v, log, adm.Registry)
+	srv, err := relay.New(c.cfg, v, log, adm.Registry, kopts...)
 	if err != nil {
 		return err
 	}

@@ -88,6 +88,11 @@ type Config struct {
 	AccessKey, SecretKey string
 	// Region for signing. Default us-east-1 (HERALD_S3_REGION).
 	Region string
+	// VirtualHost addresses the bucket as a host name
+	// (bucket.s3.example.com) instead of a path (s3.example.com/bucket).
+	// Default false: path-style, which MinIO, versitygw and most
+	// S3-compatible stores need (HERALD_S3_VIRTUAL_HOST).
+	VirtualHost bool
 	// ChunkSize K: messages per chunk, fixed per bucket. Default 256
 	// (HERALD_ARCHIVE_CHUNK_SIZE).
 	ChunkSize int
@@ -106,6 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.AccessKey, "s3-access-key", "HERALD_S3_ACCESS_KEY", "", "S3 access key")
 	config.String(fs, &c.SecretKey, "s3-secret-key", "HERALD_S3_SECRET_KEY", "", "S3 secret key")
 	config.String(fs, &c.Region, "s3-region", "HERALD_S3_REGION", "us-east-1", "S3 region")
+	config.Bool(fs, &c.VirtualHost, "s3-virtual-host", "HERALD_S3_VIRTUAL_HOST", false, "virtual-host-style bucket addressing (default path-style)")
 	config.Int(fs, &c.ChunkSize, "archive-chunk-size", "HERALD_ARCHIVE_CHUNK_SIZE", 256, "messages per archive chunk (fixed per bucket)")
 }
 
@@ -189,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		Secure:       secure,
 		Transport:    tr,
 		Region:       cfg.Region,
-		BucketLookup: minio.BucketLookupPath,
+		BucketLookup: bucketLookup(cfg.VirtualHost),
 		MaxRetries:   cfg.MaxRetries,
 	})
 	if err != nil {
@@ -428,4 +434,11 @@ func (c *Client) read(ctx context.Context, channel string, n uint64) ([]store.Me
 		return nil, info, corrupt("%s: %v", key, err)
 	}
 	return msgs, info, nil
+}
+
+func bucketLookup(virtualHost bool) minio.BucketLookupType {
+	if virtualHost {
+		return minio.BucketLookupDNS
+	}
+	return minio.BucketLookupPath
 }
