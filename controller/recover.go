@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
@@ -82,13 +83,13 @@ func (s *Server) recover(ctx context.Context, req *heraldv1.RecoverRequest) (*he
 	if len(ring) > 0 {
 		to = oldest - 1
 	}
-	msgs, err := s.store.Messages(ctx, store.Range{Channel: ch, From: from, To: to, Limit: int(to - from + 1)})
+	msgs, err := s.readPersisted(ctx, ps, store.Range{Channel: ch, From: from, To: to, Limit: int(to - from + 1)})
 	if err != nil {
 		s.m.storeErrors.Inc()
 		return nil, "error", status.Error(codes.Unavailable, fmt.Sprintf("reading channel history: %v", err))
 	}
 	if uint64(len(msgs)) != to-from+1 {
-		return resp, "not_recovered", nil // purged, or not persisted yet and out of the ring
+		return resp, "not_recovered", nil // purged (archived) or otherwise out of reach
 	}
 	pubs := make([]*heraldv1.Publication, 0, int(head-since))
 	for i, m := range msgs {
@@ -114,4 +115,29 @@ func protoMessage(m store.Message) *heraldv1.Message {
 		pm.PublishedAt = m.PublishedAt.UnixMilli()
 	}
 	return pm
+}
+
+// persistWait bounds how long Recover waits for the partition's batch writer
+// to persist a range that fell out of the ring but is not stored yet.
+const persistWait = time.Second
+
+// readPersisted reads r from the store. Persistence is asynchronous, so a
+// range just out of the ring may still sit in the partition's batch writer:
+// while the writer has unpersisted messages, wait for it (bounded by
+// persistWait) instead of answering "not recoverable" for messages that are
+// about to be stored.
+func (s *Server) readPersisted(ctx context.Context, ps *partState, r store.Range) ([]store.Message, error) {
+	want := int(r.To - r.From + 1)
+	deadline := time.Now().Add(persistWait)
+	for {
+		msgs, err := s.store.Messages(ctx, r)
+		if err != nil || len(msgs) == want || ps.w == nil || ps.w.unpersisted() == 0 || time.Now().After(deadline) {
+			return msgs, err
+		}
+		select {
+		case <-ctx.Done():
+			return msgs, nil
+		case <-time.After(max(s.cfg.BatchInterval, 5*time.Millisecond)):
+		}
+	}
 }
