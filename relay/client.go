@@ -66,10 +66,12 @@ type client struct {
 	fragUTF8 int // bytes of frag validated as UTF-8 (uncompressed text)
 	frag     []byte
 
-	id      string
-	claims  *auth.Claims
+	id     [16]byte // connection id (UUID v4), formatted when sent
+	claims *identity
+	// token is kept for history requests through management, only when
+	// the claims may read history at all (see keepToken).
 	token   string
-	subs    map[string]*subscription
+	subs    subList
 	connect *connectOp
 
 	iov      [][]byte
@@ -92,27 +94,61 @@ const (
 )
 
 // subscription is one channel of one client, owned by the client's loop.
+// A live subscription is small: what it needs only while being positioned
+// is in init, dropped when it goes live.
 type subscription struct {
-	ch      string
-	server  bool // from the token's channels (connect)
-	state   subState
-	last    uint64 // last seq sent (or positioned at)
-	epoch   string
-	pending []pendingPush // pushes that arrived before the subscription went live
+	ch     string // the router entry's string, shared by all subscribers
+	cl     *client
+	idx    int32 // index in its loop's channel subscriber list
+	server bool  // from the token's channels (connect)
+	state  subState
+	last   uint64 // last seq sent (or positioned at)
+	epoch  string
+
+	tokenExp  int64 // unix ns: the subscription token's exp, 0 = none
+	expiresAt int64 // tokenExp + ExpiredCloseDelay, 0 = never
+
+	init *subInit // nil once live
+}
+
+// subInit is a subscription's state until it goes live.
+type subInit struct {
+	pending []pushRef // pushes that arrived before the subscription went live
 
 	recover   bool
 	reqOffset uint64
 	reqEpoch  string
 	cmdID     uint32
 	result    protocol.SubscribeResult
-
-	tokenExp  int64 // unix ns: the subscription token's exp, 0 = none
-	expiresAt int64 // tokenExp + ExpiredCloseDelay, 0 = never
 }
 
-type pendingPush struct {
-	seq   uint64
-	frame []byte
+// subList is a client's subscriptions (few: a slice beats a map in size
+// and speed).
+type subList []*subscription
+
+func (sl subList) get(ch string) *subscription {
+	for _, s := range sl {
+		if s.ch == ch {
+			return s
+		}
+	}
+	return nil
+}
+
+func (sl *subList) remove(sub *subscription) {
+	s := *sl
+	for i, x := range s {
+		if x == sub {
+			last := len(s) - 1
+			s[i] = s[last]
+			s[last] = nil
+			*sl = s[:last]
+			if len(*sl) == 0 {
+				*sl = nil
+			}
+			return
+		}
+	}
 }
 
 type connectOp struct {
@@ -413,7 +449,7 @@ func (cl *client) HandleCommand(cmd *protocol.Command) error {
 	case protocol.MethodSubscribe:
 		cl.handleSubscribe(cmd.ID, cmd.Subscribe)
 	case protocol.MethodUnsubscribe:
-		if sub := cl.subs[cmd.Unsubscribe.Channel]; sub != nil && !sub.server {
+		if sub := cl.subs.get(cmd.Unsubscribe.Channel); sub != nil && !sub.server {
 			cl.l.removeSub(cl, sub)
 			cl.recomputeSubExpiry()
 		}
@@ -446,10 +482,10 @@ func (cl *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 		cl.disconnect(protocol.DisconnectInvalidToken)
 		return errStop
 	}
-	cl.claims, cl.token = claims, req.Token
-	cl.id = newUUID()
+	cl.setClaims(claims, req.Token)
+	cl.id = newUUIDBytes()
 	op := &connectOp{id: id, result: protocol.ConnectResult{
-		Client:  cl.id,
+		Client:  formatUUID(cl.id),
 		Version: Version,
 		Ping:    uint32(srv.cfg.PingInterval / time.Second),
 		Pong:    true,
@@ -466,15 +502,15 @@ func (cl *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 	op.remaining = len(op.order)
 	cl.connect = op
 	cl.state = stateConnecting
-	cl.subs = make(map[string]*subscription, len(op.order))
+	cl.subs = make(subList, 0, len(op.order))
 	if op.remaining == 0 {
 		cl.finishConnect()
 		return nil
 	}
 	for _, ch := range op.order {
-		sub := &subscription{ch: ch, server: true}
+		sub := &subscription{ch: ch, server: true, init: &subInit{}}
 		if r := req.Subs[ch]; r != nil && r.Recover {
-			sub.recover, sub.reqOffset, sub.reqEpoch = true, r.Offset, r.Epoch
+			sub.init.recover, sub.init.reqOffset, sub.init.reqEpoch = true, r.Offset, r.Epoch
 		}
 		cl.startSub(sub)
 		if cl.state >= stateClosing {
@@ -505,7 +541,7 @@ func (cl *client) setSubExpiry(sub *subscription, exp int64) {
 	if exp != 0 {
 		sub.expiresAt = exp + int64(cl.l.srv.cfg.ExpiredCloseDelay)
 	}
-	if cl.subs[sub.ch] == sub {
+	if cl.subs.get(sub.ch) == sub {
 		cl.recomputeSubExpiry()
 	}
 }
@@ -526,8 +562,8 @@ func (cl *client) finishConnect() {
 	if len(op.order) > 0 {
 		op.result.Subs = make(map[string]*protocol.SubscribeResult, len(op.order))
 		for _, ch := range op.order {
-			if sub := cl.subs[ch]; sub != nil {
-				op.result.Subs[ch] = &sub.result
+			if sub := cl.subs.get(ch); sub != nil && sub.init != nil {
+				op.result.Subs[ch] = &sub.init.result
 			}
 		}
 	}
@@ -540,8 +576,7 @@ func (cl *client) finishConnect() {
 		cl.l.execute(cl.replayEarly)
 	}
 	for _, ch := range op.order {
-		if sub := cl.subs[ch]; sub != nil {
-			sub.result = protocol.SubscribeResult{}
+		if sub := cl.subs.get(ch); sub != nil {
 			cl.goLive(sub)
 		}
 	}
@@ -556,7 +591,7 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		cl.replyError(id, protocol.ErrBadRequest)
 		return
 	}
-	if cl.subs[ch] != nil {
+	if cl.subs.get(ch) != nil {
 		cl.replyError(id, protocol.ErrAlreadySubscribed)
 		return
 	}
@@ -582,7 +617,7 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		cl.replyError(id, protocol.ErrPermissionDenied)
 		return
 	}
-	sub := &subscription{ch: ch, cmdID: id, recover: req.Recover, reqOffset: req.Offset, reqEpoch: req.Epoch}
+	sub := &subscription{ch: ch, init: &subInit{cmdID: id, recover: req.Recover, reqOffset: req.Offset, reqEpoch: req.Epoch}}
 	cl.setSubExpiry(sub, exp) // before startSub: the reply may go out at once
 	cl.startSub(sub)
 	cl.recomputeSubExpiry()
@@ -590,7 +625,7 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 
 // handleSubRefresh extends a subscription made with a subscription token.
 func (cl *client) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) error {
-	sub := cl.subs[req.Channel]
+	sub := cl.subs.get(req.Channel)
 	if sub == nil || sub.server || sub.tokenExp == 0 {
 		cl.replyError(id, protocol.ErrPermissionDenied)
 		return nil
@@ -620,8 +655,9 @@ func (cl *client) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) e
 // when the channel is synced, else when the router reports it ready.
 func (cl *client) startSub(sub *subscription) {
 	l := cl.l
+	ch, epoch, last, synced := l.srv.router.join(sub.ch, l.idx)
+	sub.ch = ch // the entry's string: one copy per relay, not per subscriber
 	l.addSub(cl, sub)
-	epoch, last, synced := l.srv.router.join(sub.ch, l.idx)
 	if synced {
 		cl.position(sub, epoch, last)
 	}
@@ -635,15 +671,18 @@ func (cl *client) position(sub *subscription, epoch string, last uint64) {
 	// has no epoch before its first publication, so a client that subscribed
 	// while the channel was empty only ever saw "" (the SDKs learn the epoch
 	// from subscribe/connect replies only).
-	sameEpoch := sub.reqEpoch == "" || epoch == sub.reqEpoch
-	if sub.recover && sameEpoch && sub.reqOffset < last {
+	// An empty epoch on this side is the same: the channel had no
+	// publication when it was positioned (last is then 0).
+	in := sub.init
+	sameEpoch := in.reqEpoch == "" || epoch == "" || epoch == in.reqEpoch
+	if in.recover && sameEpoch && in.reqOffset < last {
 		sub.state = subRecovering
 		l, srv := cl.l, cl.l.srv
-		since := sub.reqOffset
+		since := in.reqOffset
 		ok := srv.pool.trySubmit(func() {
 			pubs, ok := srv.recoverRange(srv.bg, sub.ch, since, epoch, last)
 			l.execute(func() {
-				if cl.state >= stateClosing || cl.subs[sub.ch] != sub {
+				if cl.state >= stateClosing || cl.subs.get(sub.ch) != sub {
 					return
 				}
 				cl.resolve(sub, last, ok, pubs)
@@ -654,28 +693,29 @@ func (cl *client) position(sub *subscription, epoch string, last uint64) {
 		}
 		return
 	}
-	recovered := sub.recover && sameEpoch && sub.reqOffset == last
+	recovered := in.recover && sameEpoch && in.reqOffset == last
 	cl.resolve(sub, last, recovered, nil)
 }
 
 func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs []*heraldv1.Publication) {
 	sub.last = last
 	sub.state = subResolved
-	sub.result = protocol.SubscribeResult{
+	in := sub.init
+	in.result = protocol.SubscribeResult{
 		Recoverable: true,
 		Positioned:  true,
 		Epoch:       sub.epoch,
 		Offset:      last,
 		Recovered:   recovered,
-		WasRecover:  sub.recover,
+		WasRecover:  in.recover,
 	}
 	if sub.tokenExp != 0 {
-		sub.result.Expires, sub.result.TTL = true, ttlSeconds(sub.tokenExp)
+		in.result.Expires, in.result.TTL = true, ttlSeconds(sub.tokenExp)
 	}
 	if len(pubs) > 0 {
-		sub.result.Publications = make([]protocol.Publication, 0, len(pubs))
+		in.result.Publications = make([]protocol.Publication, 0, len(pubs))
 		for _, p := range pubs {
-			sub.result.Publications = append(sub.result.Publications, toProtoPub(p))
+			in.result.Publications = append(in.result.Publications, toProtoPub(p))
 		}
 	}
 	if sub.server {
@@ -686,9 +726,8 @@ func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs [
 		}
 		return
 	}
-	cl.l.scratch = protocol.AppendSubscribeReply(cl.l.scratch[:0], sub.cmdID, &sub.result)
+	cl.l.scratch = protocol.AppendSubscribeReply(cl.l.scratch[:0], in.cmdID, &in.result)
 	cl.enqueueJSON(cl.l.scratch)
-	sub.result = protocol.SubscribeResult{}
 	cl.goLive(sub)
 }
 
@@ -696,14 +735,12 @@ func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs [
 // it receive pushes directly.
 func (cl *client) goLive(sub *subscription) {
 	sub.state = subLive
-	for i, p := range sub.pending {
-		if p.seq > sub.last {
-			sub.last = p.seq
-			cl.enqueue(p.frame)
+	if in := sub.init; in != nil {
+		for _, p := range in.pending {
+			cl.push(sub, p)
 		}
-		sub.pending[i].frame = nil
+		sub.init = nil
 	}
-	sub.pending = nil
 }
 
 // insufficientState tells the client that sub's stream lost continuity
@@ -732,7 +769,7 @@ func (cl *client) failSub(sub *subscription) {
 		cl.disconnect(protocol.DisconnectServerError)
 		return
 	}
-	cl.replyError(sub.cmdID, protocol.ErrInternal)
+	cl.replyError(sub.init.cmdID, protocol.ErrInternal)
 	cl.l.removeSub(cl, sub)
 	cl.recomputeSubExpiry()
 }
@@ -757,8 +794,8 @@ func (cl *client) handleRefresh(id uint32, req *protocol.RefreshRequest) error {
 		cl.disconnect(protocol.DisconnectInvalidToken)
 		return errStop
 	}
-	cl.claims, cl.token = claims, req.Token
-	res := protocol.RefreshResult{Client: cl.id, Version: Version}
+	cl.setClaims(claims, req.Token)
+	res := protocol.RefreshResult{Client: formatUUID(cl.id), Version: Version}
 	cl.setExpiry(claims, &res.Expires, &res.TTL)
 	cl.l.scratch = protocol.AppendRefreshReply(cl.l.scratch[:0], id, &res)
 	cl.enqueueJSON(cl.l.scratch)
@@ -895,6 +932,43 @@ func (cl *client) handleHistory(id uint32, req *protocol.HistoryRequest) {
 }
 
 // --- writing -------------------------------------------------------------
+
+// pushRef is a push group queued for a subscription, with its compressed
+// frame for a client that negotiated permessage-deflate.
+type pushRef struct {
+	g *pushGroup
+	z []byte
+}
+
+// push queues the publications of p.g that sub has not had yet and reports
+// whether there were any.
+func (cl *client) push(sub *subscription, p pushRef) bool {
+	g := p.g
+	if g.last <= sub.last {
+		return false
+	}
+	switch {
+	case sub.last < g.first:
+		if p.z != nil {
+			cl.enqueue(p.z)
+		} else {
+			cl.enqueue(g.frame)
+		}
+	default:
+		// Positioned in the middle of the run (rare): the rest, copied.
+		rest := g.suffix(sub.last + 1 - g.first)
+		if cl.deflate {
+			f := cl.l.arena.alloc(headerSize(len(rest)) + len(rest))
+			putHeader(f[:headerSize(len(rest))], opText, len(rest))
+			copy(f[headerSize(len(rest)):], rest)
+			cl.enqueue(cl.l.z.compressFrame(f))
+		} else {
+			cl.enqueueFrame(opText, rest)
+		}
+	}
+	sub.last = g.last
+	return true
+}
 
 // enqueue queues a complete frame (shared, immutable) for the loop's flush.
 func (cl *client) enqueue(frame []byte) {

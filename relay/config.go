@@ -117,6 +117,10 @@ type Config struct {
 	// server-side ones a disconnect 3010 (default 5s).
 	ControllerGrace time.Duration
 
+	// PprofAddr serves net/http/pprof on this address when set (default
+	// off, env HERALD_RELAY_PPROF_ADDR). Never expose it publicly.
+	PprofAddr string
+
 	listHook func(*Config) // set by RegisterFlags, run by Validate (also on New's copy)
 }
 
@@ -147,6 +151,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.DrainWindow, "drain-window", "HERALD_RELAY_DRAIN_WINDOW", 10*time.Second, "spread shutdown disconnects (3001) over this window")
 	config.Bool(fs, &c.Compression, "compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
 	config.Duration(fs, &c.ControllerGrace, "controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
+	config.String(fs, &c.PprofAddr, "pprof-addr", "HERALD_RELAY_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
 	// Lists are split after parsing (in Validate).
 	c.Controllers, c.Brokers, c.AllowedOrigins = nil, nil, nil
 	c.listHook = func(dst *Config) {
@@ -166,6 +171,11 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("relay address -addr / HERALD_RELAY_ADDR %q: %w", c.Addr, err))
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			errs = append(errs, fmt.Errorf("pprof address -pprof-addr / HERALD_RELAY_PPROF_ADDR %q: %w", c.PprofAddr, err))
+		}
 	}
 	if len(c.Controllers) == 0 {
 		errs = append(errs, errors.New("no controllers: set -controllers / HERALD_CONTROLLERS"))

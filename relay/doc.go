@@ -18,8 +18,30 @@
 //     every channel it keeps the epoch and the last seq broadcast, so a push
 //     is never sent twice or out of order, and gaps are filled from the
 //     owner's Recover before later pushes (invariant I4).
-//   - A publication push is encoded once per relay into a complete
-//     WebSocket frame that every subscriber's writev shares.
+//   - Publications are encoded once per relay: the consecutive publications
+//     of a channel in one controller batch become one pushGroup, a single
+//     text frame holding their pushes separated by "\n" (the protocol's
+//     several-messages-per-frame form), and every subscriber's writev shares
+//     it; only a subscriber positioned inside the run gets a copy of the
+//     rest. A loop keeps, per channel, a slice of its subscriptions (each
+//     knows its index), so fan-out walks a slice and a subscriber costs 8
+//     bytes there. A fan-out walks it backwards: handling a subscription
+//     may remove it (swap with the last).
+//   - A loop runs what other goroutines hand it in rounds (loop.drain):
+//     tasks (replies, acks, timers) first, in order, then router deliveries
+//     in order, to at most deliverBudget subscribers per round, then one
+//     flush; when deliveries are left the yielder reschedules the drain so
+//     the loop polls its sockets between rounds (a fan-out to 10,000
+//     subscribers does not hold a publisher's command back). Groups of a
+//     channel that queued up while the loop was busy are merged into one
+//     frame first (loop.coalesce).
+//   - An idle connection holds no buffer: gnet's inbound and outbound
+//     buffers are released when empty, the iov slice is lent by the loop for
+//     one event, a live subscription is 80 bytes (positioning state lives in
+//     subInit until it goes live), and of the token the connection keeps the
+//     user, the info and its grants, interned (shared by every connection
+//     with the same channels and caps); the token itself only when it may
+//     read history.
 //   - Commands are decoded by a per-loop protocol.Decoder (hand-written
 //     fast path for publish and the pong {}; its commands alias the frame
 //     and are not kept). Commands pipelined behind connect wait, in order,
@@ -44,6 +66,13 @@
 //   - permessage-deflate (Compression) runs without context takeover in
 //     both directions: one compressor and decompressor per loop, no state
 //     per connection; a push is compressed at most once per loop.
+//   - Recovery (client recover, gap fill, recheck) asks the owner for a
+//     range with a limit above what is needed: the controller answers all of
+//     since+1..head or nothing, and its head moves on meanwhile; a head past
+//     the limit is asked for again with a larger one (up to 10,000). An
+//     empty epoch (a channel positioned before its first publication) is
+//     unknown, not different: the owner's is adopted.
 //   - Every goroutine (router workers, janitor, ticker, controller links
-//     and their watchdog, worker pool) is started and waited for by Run.
+//     and their watchdog, worker pool, the optional pprof server) is started
+//     and waited for by Run.
 package relay

@@ -45,13 +45,14 @@ func TestSlowConsumerDisconnect(t *testing.T) {
 	fast, slow := &slowConn{}, &slowConn{outbound: 990}
 	var clients []*client
 	for _, c := range []*slowConn{fast, slow} {
-		cl := &client{c: c, l: l, state: stateConnected, subs: map[string]*subscription{}}
+		cl := &client{c: c, l: l, state: stateConnected}
 		l.conns[cl] = struct{}{}
 		l.addSub(cl, &subscription{ch: "room", state: subLive})
 		clients = append(clients, cl)
 	}
-	frame := encodePush(&heraldv1.Publication{Channel: "room", Seq: 1, Epoch: "e", Message: &heraldv1.Message{Data: []byte(`{"x":1}`)}})
-	l.deliver([]item{{kind: itemPub, ch: "room", seq: 1, frame: frame}})
+	it := pubItem(&heraldv1.Publication{Channel: "room", Seq: 1, Epoch: "e", Message: &heraldv1.Message{Data: []byte(`{"x":1}`)}})
+	frame := it.grp.frame
+	l.deliver([]item{it})
 	l.flush()
 
 	if fast.closed || len(fast.written) != 1 || string(fast.written[0]) != string(frame) {
@@ -76,21 +77,21 @@ func TestSlowConsumerDisconnect(t *testing.T) {
 func TestPendingOrderAcrossRecovery(t *testing.T) {
 	_, l := benchServer(t, "room", 0)
 	c := &slowConn{}
-	cl := &client{c: c, l: l, state: stateConnected, subs: map[string]*subscription{}}
+	cl := &client{c: c, l: l, state: stateConnected}
 	l.conns[cl] = struct{}{}
-	sub := &subscription{ch: "room", state: subRecovering, cmdID: 9, recover: true, epoch: "e"}
+	sub := &subscription{ch: "room", state: subRecovering, epoch: "e", init: &subInit{cmdID: 9, recover: true}}
 	l.addSub(cl, sub)
-	mk := func(seq uint64) []byte {
-		return encodePush(&heraldv1.Publication{Channel: "room", Seq: seq, Epoch: "e", Message: &heraldv1.Message{Data: []byte(`1`)}})
+	mk := func(seq uint64) item {
+		return pubItem(&heraldv1.Publication{Channel: "room", Seq: seq, Epoch: "e", Message: &heraldv1.Message{Data: []byte(`1`)}})
 	}
 	// Live pushes 5 and 6 arrive while recovery (joined at 4) runs.
-	l.deliver([]item{{kind: itemPub, ch: "room", seq: 5, frame: mk(5)}, {kind: itemPub, ch: "room", seq: 6, frame: mk(6)}})
+	l.deliver([]item{mk(5), mk(6)})
 	l.flush()
 	if len(c.written) != 0 {
 		t.Fatalf("pushes written before the subscribe reply: %q", c.written)
 	}
 	cl.resolve(sub, 4, true, []*heraldv1.Publication{{Seq: 3, Message: &heraldv1.Message{Data: []byte(`1`)}}, {Seq: 4, Message: &heraldv1.Message{Data: []byte(`1`)}}})
-	l.deliver([]item{{kind: itemPub, ch: "room", seq: 6, frame: mk(6)}, {kind: itemPub, ch: "room", seq: 7, frame: mk(7)}})
+	l.deliver([]item{mk(6), mk(7)})
 	l.flush()
 	var offsets []uint64
 	for i, w := range c.written {

@@ -22,8 +22,9 @@ type loop struct {
 	srv *Server
 
 	conns map[*client]struct{}
-	// subs maps a channel to the local subscriptions of this loop.
-	subs map[string]map[*client]*subscription
+	// subs maps a channel to the local subscriptions of this loop (a slice:
+	// 8 bytes per subscriber, and fan-out iterates it).
+	subs map[string]*chanSubs
 
 	scratch []byte           // JSON encoding scratch
 	arena   arena            // copies of reply frames until the next flush
@@ -39,18 +40,58 @@ type loop struct {
 	// (PublishTimeout is the same for all).
 	inflight []*pubOp
 
-	// Tasks from other goroutines, run in FIFO order. gnet's own task
-	// queues may reorder low-priority tasks under load (overflow into a
-	// second queue), which would reorder broadcasts; so one drain task at
-	// a time is handed to gnet and it runs everything queued here in order.
+	// Tasks and deliveries from other goroutines. gnet's own task queues
+	// may reorder low-priority tasks under load (overflow into a second
+	// queue), which would reorder broadcasts; so one drain task at a time is
+	// handed to gnet and it runs what is queued here: tasks (replies, acks,
+	// timers) in FIFO order first, then router deliveries in FIFO order, at
+	// most deliverBudget subscribers per round (see drain).
 	tmu       sync.Mutex
 	tasks     []func()
 	spare     []func()
+	inbox     []item
 	scheduled bool
+
+	// Deliveries being run (loop-owned): work[wi] is in progress, its
+	// subscribers below index wj are still to be handled (wj < 0: not
+	// started).
+	work   []item
+	wi, wj int
+	open   map[string]int // coalesce scratch: channel → index in work
 }
 
+// deliverBudget bounds the subscribers one drain round hands deliveries
+// to before the loop flushes and yields to its I/O events (reads,
+// connects) and to queued tasks: a fan-out to 10,000 subscribers must not
+// hold a publisher's command or a reply back for its whole duration.
+const deliverBudget = 1024
+
 func newLoop(idx int, el gnet.EventLoop, srv *Server) *loop {
-	return &loop{idx: idx, el: el, srv: srv, conns: map[*client]struct{}{}, subs: map[string]map[*client]*subscription{}}
+	return &loop{idx: idx, el: el, srv: srv, conns: map[*client]struct{}{}, subs: map[string]*chanSubs{}, wj: -1}
+}
+
+// post queues router deliveries, in order after those posted before. It is
+// safe to call from any goroutine and never blocks.
+func (l *loop) post(items []item) {
+	l.tmu.Lock()
+	l.inbox = append(l.inbox, items...)
+	need := !l.scheduled
+	l.scheduled = true
+	l.tmu.Unlock()
+	if need {
+		l.schedule()
+	}
+}
+
+// schedule hands the drain task to gnet; l.scheduled is already set.
+func (l *loop) schedule() {
+	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.drain)); err != nil {
+		// Engine shutting down: the work is dropped with it.
+		l.tmu.Lock()
+		l.scheduled = false
+		l.tasks, l.inbox = nil, nil
+		l.tmu.Unlock()
+	}
 }
 
 // execute runs fn on the loop goroutine, after every task queued before it,
@@ -63,22 +104,27 @@ func (l *loop) execute(fn func()) {
 	l.scheduled = true
 	l.tmu.Unlock()
 	if need {
-		if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.drain)); err != nil {
-			// Engine shutting down: the tasks are dropped with it.
-			l.tmu.Lock()
-			l.scheduled = false
-			l.tasks = nil
-			l.tmu.Unlock()
-		}
+		l.schedule()
 	}
 }
 
-// drain runs the queued tasks in order, flushing once per round.
+// drain runs the queued tasks, then deliveries, flushing once per round.
+// When a round used up deliverBudget with deliveries left, it returns
+// with l.scheduled still set and asks the server's yielder to schedule it
+// again: gnet runs a task queued by a running task before polling, so
+// queueing itself here would never let the loop read.
 func (l *loop) drain(context.Context) error {
 	for {
 		l.tmu.Lock()
 		batch := l.tasks
-		if len(batch) == 0 {
+		merge := false
+		if len(l.inbox) > 0 {
+			merge = len(l.work) > l.wi
+			l.work = append(l.work, l.inbox...)
+			clear(l.inbox)
+			l.inbox = l.inbox[:0]
+		}
+		if len(batch) == 0 && l.wi >= len(l.work) {
 			l.scheduled = false
 			l.tmu.Unlock()
 			return nil
@@ -89,12 +135,24 @@ func (l *loop) drain(context.Context) error {
 			fn()
 			batch[i] = nil
 		}
+		if merge {
+			l.coalesce()
+		}
+		more := l.deliverSome(deliverBudget)
 		l.flush()
 		l.tmu.Lock()
+		// The next round's queue is spare: it must never be the array
+		// being run (or appends would overwrite it), so a large batch is
+		// dropped and spare cleared rather than left aliasing l.tasks.
 		if cap(batch) <= 1024 {
 			l.spare = batch[:0]
+		} else {
+			l.spare = nil
 		}
 		l.tmu.Unlock()
+		if more && l.srv.yield(l) {
+			return nil
+		}
 	}
 }
 
@@ -195,89 +253,206 @@ func (a *arena) reset() {
 	a.cur = a.cur[:0]
 }
 
+// chanSubs are a loop's subscriptions of one channel; sub.idx is the index.
+type chanSubs struct {
+	subs []*subscription
+}
+
 // addSub registers sub of cl on this loop.
 func (l *loop) addSub(cl *client, sub *subscription) {
-	m := l.subs[sub.ch]
-	if m == nil {
-		m = make(map[*client]*subscription, 1)
-		l.subs[sub.ch] = m
+	cs := l.subs[sub.ch]
+	if cs == nil {
+		cs = &chanSubs{}
+		l.subs[sub.ch] = cs
 	}
-	m[cl] = sub
-	cl.subs[sub.ch] = sub
+	sub.cl = cl
+	sub.idx = int32(len(cs.subs))
+	cs.subs = append(cs.subs, sub)
+	cl.subs = append(cl.subs, sub)
 	l.srv.m.subscriptions.Inc()
 }
 
-// removeSub unregisters sub of cl from this loop and the router.
+// removeSub unregisters sub of cl from this loop and the router. During a
+// fan-out over the channel's list only the current subscription may be
+// removed (deliver iterates backwards).
 func (l *loop) removeSub(cl *client, sub *subscription) {
-	if m := l.subs[sub.ch]; m != nil {
-		delete(m, cl)
-		if len(m) == 0 {
+	if cs := l.subs[sub.ch]; cs != nil && int(sub.idx) < len(cs.subs) && cs.subs[sub.idx] == sub {
+		last := len(cs.subs) - 1
+		moved := cs.subs[last]
+		cs.subs[sub.idx] = moved
+		moved.idx = sub.idx
+		cs.subs[last] = nil
+		cs.subs = cs.subs[:last]
+		if len(cs.subs) == 0 {
 			delete(l.subs, sub.ch)
+		} else if cap(cs.subs) > 64 && len(cs.subs) < cap(cs.subs)/4 {
+			cs.subs = append([]*subscription(nil), cs.subs...)
 		}
 	}
-	delete(cl.subs, sub.ch)
-	sub.pending = nil
+	cl.subs.remove(sub)
+	sub.init = nil
 	l.srv.router.leave(sub.ch, l.idx)
 	l.srv.m.subscriptions.Dec()
 }
 
-// deliver applies router items to this loop's subscriptions. Runs on the loop.
+// maxCoalesced caps the payload of a group coalesce makes.
+const maxCoalesced = 64 << 10
+
+// coalesce merges, per channel, the consecutive publication groups queued
+// for this loop (arrived while it was busy) into one group: every
+// subscriber then gets one frame, and one writev, for all of them. The
+// merged group is new (the queued ones are shared with other loops); the
+// merged-away items become itemSkip. A non-publication item of a channel
+// ends its run; the item in progress is left alone. Runs on the loop.
+func (l *loop) coalesce() {
+	start := l.wi
+	if l.wj >= 0 {
+		start++
+	}
+	if l.open == nil {
+		l.open = make(map[string]int)
+	}
+	for k := start; k < len(l.work); k++ {
+		it := &l.work[k]
+		switch it.kind {
+		case itemSkip:
+			continue
+		case itemPub:
+		default:
+			delete(l.open, it.ch)
+			continue
+		}
+		if i, ok := l.open[it.ch]; ok {
+			dst := &l.work[i]
+			if dst.grp.last+1 == it.grp.first && len(dst.grp.buf)+len(it.grp.buf) <= maxCoalesced {
+				dst.grp, dst.zframe = mergeGroups(dst.grp, it.grp), nil
+				*it = item{kind: itemSkip}
+				continue
+			}
+		}
+		l.open[it.ch] = k
+	}
+	clear(l.open)
+}
+
+// mergeGroups returns a new group holding a's publications then b's.
+func mergeGroups(a, b *pushGroup) *pushGroup {
+	g := &pushGroup{first: a.first, last: b.last}
+	pa, pb := a.buf[maxServerHeader:], b.buf[maxServerHeader:]
+	g.buf = make([]byte, maxServerHeader, maxServerHeader+len(pa)+1+len(pb))
+	g.buf = append(append(append(g.buf, pa...), '\n'), pb...)
+	g.finish()
+	return g
+}
+
+// deliver applies router items to this loop's subscriptions at once (tests
+// and benchmarks; the relay posts them). Runs on the loop.
 func (l *loop) deliver(items []item) {
+	l.work = append(l.work, items...)
+	l.deliverSome(math.MaxInt)
+}
+
+// deliverSome applies queued deliveries, in order, until about budget
+// subscribers were handled, and reports whether some are left. Runs on the
+// loop.
+func (l *loop) deliverSome(budget int) bool {
+	for l.wi < len(l.work) {
+		budget = l.deliverItem(&l.work[l.wi], budget)
+		if l.wj >= 0 {
+			return true // budget used up inside this item
+		}
+		l.work[l.wi] = item{}
+		l.wi++
+		if budget <= 0 && l.wi < len(l.work) {
+			return true
+		}
+	}
+	l.work, l.wi = l.work[:0], 0
+	if cap(l.work) > 4096 {
+		l.work = nil
+	}
+	return false
+}
+
+// deliverItem hands it to up to budget subscribers, from l.wj (or all of
+// the channel's when not started) down, and returns the budget left; l.wj
+// is -1 when the item is done. Subscriber lists are walked backwards:
+// handling one subscription may remove it (swapped with the last, already
+// visited). Between two calls for one item the list may change: a
+// subscriber removed is not served, one swapped below the cursor may be
+// visited twice (its seq check drops the second), one added is positioned
+// at or after this item and skips it.
+func (l *loop) deliverItem(it *item, budget int) int {
+	if it.kind == itemSkip {
+		l.wj = -1
+		return budget
+	}
+	cs := l.subs[it.ch]
+	if cs == nil {
+		l.wj = -1
+		return budget - 1
+	}
+	j := l.wj
+	if j < 0 || j > len(cs.subs) {
+		j = len(cs.subs)
+	}
 	limit := l.srv.cfg.PendingLimit
-	for i := range items {
-		it := &items[i]
-		m := l.subs[it.ch]
+	n := 0
+	for ; j > 0 && budget > 0; budget-- {
+		j--
+		if j >= len(cs.subs) {
+			continue
+		}
+		sub := cs.subs[j]
+		cl := sub.cl
 		switch it.kind {
 		case itemPub:
-			n := 0
-			for cl, sub := range m {
-				if cl.state >= stateClosing {
-					continue
-				}
-				frame := it.frame
-				if cl.deflate {
-					if it.zframe == nil {
-						it.zframe = l.z.compressFrame(it.frame)
-					}
-					frame = it.zframe
-				}
-				if sub.state == subLive {
-					if it.seq > sub.last {
-						sub.last = it.seq
-						cl.enqueue(frame)
-						n++
-					}
-					continue
-				}
-				if len(sub.pending) >= limit {
-					cl.disconnect(protocol.DisconnectInsufficientState)
-					continue
-				}
-				sub.pending = append(sub.pending, pendingPush{seq: it.seq, frame: frame})
+			if cl.state >= stateClosing {
+				continue
 			}
-			if n > 0 {
-				l.srv.m.fanout.Observe(float64(n))
+			g := it.grp
+			var z []byte
+			if cl.deflate {
+				if it.zframe == nil {
+					it.zframe = l.z.compressFrame(g.frame)
+				}
+				z = it.zframe
 			}
+			if sub.state == subLive {
+				if cl.push(sub, pushRef{g: g, z: z}) {
+					n++
+				}
+				continue
+			}
+			in := sub.init
+			if len(in.pending) >= limit {
+				cl.disconnect(protocol.DisconnectInsufficientState)
+				continue
+			}
+			in.pending = append(in.pending, pushRef{g: g, z: z})
 		case itemReady:
-			for cl, sub := range m {
-				if sub.state == subWaitSync && cl.state < stateClosing {
-					cl.position(sub, it.epoch, it.seq)
-				}
+			if sub.state == subWaitSync && cl.state < stateClosing {
+				cl.position(sub, it.epoch, it.seq)
 			}
 		case itemFail:
-			for cl, sub := range m {
-				if sub.state == subWaitSync && cl.state < stateClosing {
-					cl.failSub(sub)
-				}
+			if sub.state == subWaitSync && cl.state < stateClosing {
+				cl.failSub(sub)
 			}
 		case itemReset:
-			for cl, sub := range m {
-				if sub.state != subWaitSync && cl.state < stateClosing {
-					cl.insufficientState(sub)
-				}
+			if sub.state != subWaitSync && cl.state < stateClosing {
+				cl.insufficientState(sub)
 			}
 		}
 	}
+	if n > 0 {
+		l.srv.m.fanout.Observe(float64(n))
+	}
+	if j > 0 {
+		l.wj = j
+	} else {
+		l.wj = -1
+	}
+	return budget
 }
 
 // drainStep closes this loop's share of connections for a graceful drain:

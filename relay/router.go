@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"hash/maphash"
 	"slices"
@@ -22,18 +23,59 @@ const (
 	itemReady                 // the channel is positioned at (epoch, seq)
 	itemFail                  // the channel could not be positioned
 	itemReset                 // continuity broke (epoch change, lost gap): subscribers must recover
+	itemSkip                  // merged into an earlier item by loop.coalesce
 )
 
 // item is one unit of work for a loop, for one channel.
 type item struct {
 	kind  itemKind
 	ch    string
-	seq   uint64
+	seq   uint64 // itemReady: the position
 	epoch string
-	frame []byte // itemPub: the complete WebSocket frame, shared by all subscribers
-	// zframe is frame compressed (permessage-deflate), made by the loop on
-	// first use for a client that negotiated compression.
+	grp   *pushGroup // itemPub: consecutive publications in one shared frame
+	// zframe is grp's frame compressed (permessage-deflate), made by the
+	// loop on first use for a client that negotiated compression.
 	zframe []byte
+}
+
+// pushGroup is a run of consecutive publications of one channel (seqs
+// first..last) from one controller batch, encoded once per relay into one
+// text frame whose payload is their pushes separated by '\n' (the
+// protocol's several-messages-per-frame form; AppendRaw strips newlines
+// from the data, so '\n' only separates pushes). Every subscriber's writev
+// shares the frame; one that must skip the first publications (positioned
+// in the middle of the run) gets a copy of the rest.
+type pushGroup struct {
+	first, last uint64
+	buf         []byte // maxServerHeader bytes reserved, then the payload
+	frame       []byte // the complete frame, set by finish before dispatch
+}
+
+func newPushGroup(p *heraldv1.Publication) *pushGroup {
+	g := &pushGroup{first: p.GetSeq(), last: p.GetSeq()}
+	g.buf = appendPushPayload(make([]byte, maxServerHeader, maxServerHeader+pushSizeHint(p)), p)
+	return g
+}
+
+// add appends p, the publication after g.last.
+func (g *pushGroup) add(p *heraldv1.Publication) {
+	g.buf = appendPushPayload(append(g.buf, '\n'), p)
+	g.last = p.GetSeq()
+}
+
+func (g *pushGroup) finish() { g.frame = framePrefixed(g.buf) }
+
+// suffix returns the payload of g's publications after the first k.
+func (g *pushGroup) suffix(k uint64) []byte {
+	payload := g.buf[maxServerHeader:]
+	for ; k > 0; k-- {
+		i := bytes.IndexByte(payload, '\n')
+		if i < 0 {
+			return nil
+		}
+		payload = payload[i+1:]
+	}
+	return payload
 }
 
 // entryState is the lifecycle of a channel entry.
@@ -97,10 +139,10 @@ func (r *router) shard(ch string) *shard {
 	return &r.shards[maphash.String(r.seed, ch)%numShards]
 }
 
-// join adds a subscriber of loop li. When the channel is positioned it
-// returns its epoch and last seq; otherwise the loop gets an itemReady (or
-// itemFail) later.
-func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool) {
+// join adds a subscriber of loop li. It returns the entry's copy of the
+// channel name (to share) and, when the channel is positioned, its epoch and
+// last seq; otherwise the loop gets an itemReady (or itemFail) later.
+func (r *router) join(ch string, li int) (name, epoch string, last uint64, synced bool) {
 	sh := r.shard(ch)
 	sh.mu.Lock()
 	e := sh.m[ch]
@@ -117,7 +159,7 @@ func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool
 	e.total++
 	e.idleSince = time.Time{}
 	synced = e.state == entrySynced || e.state == entryFilling || e.state == entryRechecking
-	epoch, last = e.epoch, e.last
+	name, epoch, last = e.ch, e.epoch, e.last
 	if need {
 		need = !e.queued
 		e.queued = true
@@ -126,7 +168,7 @@ func (r *router) join(ch string, li int) (epoch string, last uint64, synced bool
 	if need {
 		r.enqueue(ch)
 	}
-	return epoch, last, synced
+	return name, epoch, last, synced
 }
 
 // leave removes a subscriber of loop li; an entry without subscribers is
@@ -172,12 +214,21 @@ func (r *router) channels() []string {
 // batch collects loop items while the router processes publications.
 type batch struct {
 	perLoop [][]item
+	groups  []*pushGroup
+	// open is, per entry, its group that is the entry's last item in this
+	// batch (publications that follow join it).
+	open map[*entry]*pushGroup
 }
 
-func (r *router) newBatch() *batch { return &batch{perLoop: make([][]item, r.srv.numLoops)} }
+func (r *router) newBatch() *batch {
+	return &batch{perLoop: make([][]item, r.srv.numLoops)}
+}
 
 // add queues it for every loop with subscribers of e. Caller holds the lock.
 func (b *batch) add(e *entry, it item) {
+	if it.kind != itemPub && b.open != nil {
+		delete(b.open, e) // later publications must come after it
+	}
 	for li, n := range e.perLoop {
 		if n > 0 {
 			b.perLoop[li] = append(b.perLoop[li], it)
@@ -185,8 +236,28 @@ func (b *batch) add(e *entry, it item) {
 	}
 }
 
+// addPub queues p, the next publication of e: appended to e's group of this
+// batch when it is the last item of e, else in a new group. Caller holds
+// the lock.
+func (b *batch) addPub(e *entry, p *heraldv1.Publication) {
+	if g := b.open[e]; g != nil && g.last+1 == p.GetSeq() {
+		g.add(p)
+		return
+	}
+	g := newPushGroup(p)
+	if b.open == nil {
+		b.open = make(map[*entry]*pushGroup)
+	}
+	b.open[e] = g
+	b.groups = append(b.groups, g)
+	b.add(e, item{kind: itemPub, ch: e.ch, grp: g})
+}
+
 // dispatch hands each loop its items as one task.
 func (r *router) dispatch(b *batch) {
+	for _, g := range b.groups {
+		g.finish()
+	}
 	for li, items := range b.perLoop {
 		if len(items) == 0 {
 			continue
@@ -195,7 +266,7 @@ func (r *router) dispatch(b *batch) {
 		if l == nil {
 			continue
 		}
-		l.execute(func() { l.deliver(items) })
+		l.post(items)
 	}
 }
 
@@ -241,7 +312,7 @@ func (r *router) applyLocked(e *entry, p *heraldv1.Publication, b *batch) {
 		r.srv.m.pushesDropped.WithLabelValues("duplicate").Inc()
 	case seq == e.last+1:
 		e.last = seq
-		b.add(e, item{kind: itemPub, ch: e.ch, seq: seq, frame: encodePush(p)})
+		b.addPub(e, p)
 	default:
 		e.state = entryFilling
 		r.hold(e, p)
@@ -279,20 +350,28 @@ func (r *router) drainLocked(e *entry, b *batch) {
 	}
 }
 
-// encodePush builds the complete WebSocket frame of a publication push, once
-// per relay; every subscriber gets the same bytes.
+// encodePush builds the complete WebSocket frame of one publication push.
 func encodePush(p *heraldv1.Publication) []byte {
+	g := newPushGroup(p)
+	g.finish()
+	return g.frame
+}
+
+func pushSizeHint(p *heraldv1.Publication) int {
 	m := p.GetMessage()
+	return 128 + len(p.GetChannel()) + len(m.GetData()) + len(m.GetInfo()) + len(m.GetSender())
+}
+
+// appendPushPayload appends the push JSON of p.
+func appendPushPayload(dst []byte, p *heraldv1.Publication) []byte {
 	pub := protocol.Publication{Offset: p.GetSeq()}
 	var info protocol.ClientInfo
-	if m != nil {
+	if m := p.GetMessage(); m != nil {
 		pub.Data = m.GetData()
 		info = protocol.ClientInfo{User: m.GetSender(), ConnInfo: m.GetInfo()}
 		pub.Info = &info
 	}
-	buf := make([]byte, maxServerHeader, maxServerHeader+128+len(p.GetChannel())+len(pub.Data)+len(info.ConnInfo)+len(info.User))
-	buf = protocol.AppendPush(buf, p.GetChannel(), &pub)
-	return framePrefixed(buf)
+	return protocol.AppendPush(dst, p.GetChannel(), &pub)
 }
 
 // --- sync and gap-fill workers ---------------------------------------------
@@ -402,13 +481,16 @@ func (r *router) recheck(parts []int32) {
 }
 
 // recheckOne asks the owner for what follows since and broadcasts it. When
-// that is out of reach the subscribers are told to recover (itemReset).
+// that is out of reach the subscribers are told to recover (itemReset). An
+// empty epoch is unknown (the channel was positioned before its first
+// publication), not a change: the owner's epoch is adopted.
 func (r *router) recheckOne(ctx context.Context, sh *shard, e *entry, since uint64, epoch string) {
-	resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: e.ch, Since: since, Epoch: epoch, Limit: 1000})
+	resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: e.ch, Since: since, Epoch: epoch, Limit: recoverSlack})
 	var pubs []*heraldv1.Publication
-	ok := err == nil && resp.GetEpoch() == epoch
+	ok := err == nil && (epoch == "" || resp.GetEpoch() == epoch)
 	var top uint64
 	if ok {
+		epoch = resp.GetEpoch()
 		top = resp.GetOffset()
 		pubs = resp.GetPublications()
 		if top > since && (len(pubs) == 0 || pubs[len(pubs)-1].GetSeq() < top) {
@@ -422,6 +504,9 @@ func (r *router) recheckOne(ctx context.Context, sh *shard, e *entry, since uint
 		return
 	}
 	e.state = entrySynced
+	if ok && e.epoch == "" {
+		e.epoch = epoch
+	}
 	if ok {
 		for _, p := range pubs {
 			r.applyLocked(e, p, b)
@@ -430,7 +515,7 @@ func (r *router) recheckOne(ctx context.Context, sh *shard, e *entry, since uint
 	if !ok || e.last < top {
 		b.add(e, item{kind: itemReset, ch: e.ch})
 		switch {
-		case err == nil && resp.GetEpoch() != epoch:
+		case err == nil && !ok:
 			e.epoch, e.last = resp.GetEpoch(), resp.GetOffset()
 		case e.last < top:
 			e.last = top

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"sync"
@@ -47,8 +49,12 @@ type Server struct {
 	loops    []*loop
 	loopByEL map[gnet.EventLoop]*loop
 
-	router *router
-	links  *links
+	router   *router
+	links    *links
+	interned *internTable
+	// yields takes loops whose drain round stopped at deliverBudget; the
+	// yielder schedules them again (see loop.drain).
+	yields chan *loop
 	kcl    *kgo.Client
 	pool   *pool
 
@@ -101,6 +107,8 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 	}
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
 	s.router = newRouter(s)
+	s.interned = newInternTable()
+	s.yields = make(chan *loop, n)
 	var err error
 	if s.links, err = newLinks(s, cfg.Controllers); err != nil {
 		return nil, err
@@ -191,6 +199,10 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.router.janitor(bg) })
 	wg.Go(func() { s.ticker(bg) })
 	wg.Go(func() { s.links.watch(bg) })
+	wg.Go(func() { s.yielder(bg) })
+	if s.cfg.PprofAddr != "" {
+		wg.Go(func() { s.servePprof(bg) })
+	}
 	for _, l := range s.links.links {
 		wg.Go(func() { s.links.run(bg, l) })
 	}
@@ -318,6 +330,35 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	return l
 }
 
+// yield asks the yielder to schedule l's drain again, so that the loop
+// polls its connections first. It reports false when it cannot (no
+// yielder, as in tests): the drain then goes on at once.
+func (s *Server) yield(l *loop) bool {
+	if s.yields == nil {
+		return false
+	}
+	select {
+	case s.yields <- l:
+		return true
+	default:
+		return false
+	}
+}
+
+// yielder schedules the drains of loops that yielded. By the time it runs,
+// the loop has usually gone back to polling; gnet then runs the drain
+// after the I/O events of that poll.
+func (s *Server) yielder(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-s.yields:
+			l.schedule()
+		}
+	}
+}
+
 // ticker drives the per-connection timers of every loop.
 func (s *Server) ticker(ctx context.Context) {
 	d := min(s.cfg.PingInterval, s.cfg.PongTimeout, s.cfg.HandshakeTimeout, s.cfg.IdleTimeout) / 4
@@ -389,8 +430,8 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cl.state = stateClosed
 	l := cl.l
 	delete(l.conns, cl)
-	for _, sub := range cl.subs {
-		l.removeSub(cl, sub)
+	for len(cl.subs) > 0 {
+		l.removeSub(cl, cl.subs[len(cl.subs)-1])
 	}
 	cl.clearIOV()
 	cl.frag = nil
@@ -433,23 +474,42 @@ func (s *Server) publish(ch, sender string, info, data []byte, done func(error))
 	})
 }
 
+// recoverLimitMax bounds the publications one recovery asks the owner for.
+const recoverLimitMax = 10_000
+
+// recoverSlack is added to the publications a recovery needs when it asks
+// the owner: the owner answers all of since+1..head or nothing (not a
+// prefix), and its head moves on while the relay recovers.
+const recoverSlack = 1000
+
 // recoverRange fetches the publications of ch with since < seq <= until from
 // the owner. ok is false when they are out of reach (epoch changed, trimmed,
-// controller unavailable).
-func (s *Server) recoverRange(ctx context.Context, ch string, since uint64, epoch string, until uint64) ([]*heraldv1.Publication, bool) {
-	var out []*heraldv1.Publication
+// controller unavailable). An empty epoch is unknown, not a different one
+// (a channel positioned before its first publication): the owner's epoch
+// is taken from its first answer and must then stay the same.
+func (s *Server) recoverRange(ctx context.Context, ch string, since uint64, epoch string, until uint64) (pubs []*heraldv1.Publication, ok bool) {
+	pubs, _, ok = s.recoverRangeEpoch(ctx, ch, since, epoch, until)
+	return pubs, ok
+}
+
+// recoverRangeEpoch is recoverRange that also returns the epoch the
+// publications belong to (the owner's when epoch was empty).
+func (s *Server) recoverRangeEpoch(ctx context.Context, ch string, since uint64, epoch string, until uint64) (out []*heraldv1.Publication, got string, ok bool) {
 	next := since
 	stalls := 0
+	limit := min(until-since+recoverSlack, recoverLimitMax)
 	for next < until {
 		resp, err := s.links.recoverRetry(ctx, &heraldv1.RecoverRequest{
-			// The owner answers all of since+1..head or nothing, and its head
-			// is usually past until under load: ask for up to 1000 and keep
-			// what is needed (a limit of until-next made it answer
-			// recovered=false whenever head > until).
-			Channel: ch, Since: next, Epoch: epoch, Limit: 1000,
+			Channel: ch, Since: next, Epoch: epoch, Limit: uint32(limit),
 		})
-		if err != nil || resp.GetEpoch() != epoch {
-			return nil, false
+		if err != nil {
+			return nil, "", false
+		}
+		if epoch == "" {
+			epoch = resp.GetEpoch()
+		}
+		if resp.GetEpoch() != epoch {
+			return nil, "", false
 		}
 		progressed := false
 		for _, p := range resp.GetPublications() {
@@ -459,22 +519,52 @@ func (s *Server) recoverRange(ctx context.Context, ch string, since uint64, epoc
 				progressed = true
 			}
 		}
-		if !progressed {
-			if !resp.GetRecovered() && resp.GetOffset() > next {
-				return nil, false // the range is no longer available
-			}
-			// The owner may not have caught up with what we saw live yet.
-			if stalls++; stalls > 10 {
-				return nil, false
-			}
-			select {
-			case <-ctx.Done():
-				return nil, false
-			case <-time.After(50 * time.Millisecond):
-			}
+		if progressed {
+			stalls = 0
+			continue
+		}
+		head := resp.GetOffset()
+		if !resp.GetRecovered() && head > next && head-next > limit && head-next <= recoverLimitMax {
+			// The head ran ahead of what the limit allowed: ask again for
+			// all of it (the owner never answers a prefix).
+			limit = min(head-next+recoverSlack, recoverLimitMax)
+			continue
+		}
+		// Not recovered although the range is within the limit: purged,
+		// or not persisted yet and older than the owner's ring; or the
+		// owner has not caught up with what was seen live. Both can be
+		// transient: retry a few times before giving up.
+		maxStalls := 10
+		if !resp.GetRecovered() && head > next {
+			maxStalls = 3
+		}
+		if stalls++; stalls > maxStalls {
+			return nil, "", false
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", false
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return out, true
+	return out, epoch, true
+}
+
+// servePprof serves net/http/pprof on PprofAddr until ctx ends.
+func (s *Server) servePprof(ctx context.Context) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Addr: s.cfg.PprofAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() { _ = hs.Close() })
+	defer stop()
+	s.log.Info("pprof listening", "addr", s.cfg.PprofAddr)
+	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Warn("pprof server", "err", err)
+	}
 }
 
 // --- worker pool -----------------------------------------------------------
@@ -522,12 +612,15 @@ func (p *pool) close() {
 // --- ids -------------------------------------------------------------------
 
 // newUUID returns a random (v4) UUID string.
-func newUUID() string {
+func newUUID() string { return formatUUID(newUUIDBytes()) }
+
+// newUUIDBytes returns a random (v4) UUID.
+func newUUIDBytes() [16]byte {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return formatUUID(b)
+	return b
 }
 
 // newUUIDv7 returns a time-ordered (v7) UUID string.
