@@ -14,8 +14,7 @@ import (
 
 // Tests of the load tester against a real Herald: every service and embedded
 // engine in this process on free ports, the load tester's workers as child
-// processes of the test binary (TestMain). The recovery test lives in
-// integration_test.go behind the integration build tag.
+// processes of the test binary (TestMain).
 
 // startHerald starts a Herald stack that stops when t ends. The embedded S3
 // gateway changes the process's working directory to its root (a temporary
