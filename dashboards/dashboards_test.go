@@ -796,12 +796,11 @@ func slowDisconnects(t *testing.T, metricsURL string) float64 {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := devstack.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // syncBuffer is a bytes.Buffer safe for a child process's output.

@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ import (
 	"time"
 
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/engines/kafka"
 	"github.com/herald-chat/herald/internal/engines/s3local"
 	"github.com/herald-chat/herald/internal/store/storeopen"
@@ -120,14 +122,18 @@ func findNginx() string {
 	return ""
 }
 
+// freePort returns a free port outside the ephemeral range (see
+// devstack.FreeAddr), so outgoing connections cannot take it before the
+// child process binds it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := devstack.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	return port
 }
 
 // --- processes ---------------------------------------------------------------

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -409,14 +410,22 @@ func fill(register func(*flag.FlagSet)) {
 	_ = fs.Parse(nil)
 }
 
-// FreeAddr returns a currently free 127.0.0.1 port address.
+// FreeAddr returns a currently free 127.0.0.1 address for a listener that
+// is bound later. It picks ports below the kernel's ephemeral range
+// (32768-60999 here): a port taken from that range by a probe listener can
+// be handed to any outgoing connection before the real listener binds it,
+// which made parallel test packages fail with "address already in use".
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return addr, nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no free port in 20000-31999 on 127.0.0.1")
 }
 
 func port(addr string) (int, error) {
