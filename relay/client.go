@@ -58,6 +58,13 @@ type client struct {
 	rejectWindow int64 // unix ns start of the rejection window
 	rejects      int32
 
+	// publishing counts this client's publishes waiting for Kafka. A client
+	// told to go (drain, shutdown) while some are pending is disconnected
+	// once they are answered (closeAfterPublishes), so it learns the
+	// outcome of every publish it made instead of "disconnected".
+	publishing          int32
+	closeAfterPublishes bool
+
 	deflate bool // permessage-deflate negotiated
 
 	fragging bool
@@ -819,9 +826,17 @@ func (cl *client) handlePublish(id uint32, req *protocol.PublishRequest) error {
 		cl.replyError(id, protocol.ErrPermissionDenied)
 		return nil
 	}
+	if cl.closeAfterPublishes {
+		// Leaving: answer now rather than start a publish whose outcome
+		// the client might not hear about.
+		cl.replyError(id, errShuttingDown)
+		return nil
+	}
 	l := cl.l
 	op := &pubOp{cl: cl, id: id, deadline: time.Now().Add(srv.cfg.PublishTimeout).UnixNano()}
 	l.inflight = append(l.inflight, op)
+	cl.publishing++
+	srv.publishing.Add(1)
 	srv.publish(ch, cl.claims.Subject, cl.claims.Info, req.Data, func(err error) {
 		l.execute(func() { op.finish(err) })
 	})
@@ -847,14 +862,29 @@ func (op *pubOp) finish(err error) {
 	}
 	op.done = true
 	cl := op.cl
+	cl.publishing--
+	cl.l.srv.publishing.Add(-1)
 	if cl.state >= stateClosing {
 		return
 	}
 	if err != nil {
 		cl.replyError(op.id, errPublishFailed)
+	} else {
+		cl.replyEmpty(op.id, "publish")
+	}
+	if cl.closeAfterPublishes && cl.publishing == 0 {
+		cl.disconnect(protocol.DisconnectShutdown)
+	}
+}
+
+// leave disconnects the client with 3001 (drain, shutdown), or, while it
+// has publishes waiting for Kafka, as soon as the last one is answered.
+func (cl *client) leave() {
+	if cl.publishing > 0 {
+		cl.closeAfterPublishes = true
 		return
 	}
-	cl.replyEmpty(op.id, "publish")
+	cl.disconnect(protocol.DisconnectShutdown)
 }
 
 // rejectWindow is the window over which rejected publishes are counted.
@@ -897,6 +927,10 @@ func (cl *client) rejected() error {
 	cl.l.srv.m.rateLimited.WithLabelValues("rejected").Inc()
 	return nil
 }
+
+// errShuttingDown answers a publish from a client that is being
+// disconnected because the relay shuts down; it may retry after reconnecting.
+var errShuttingDown = &protocol.Error{Code: protocol.ErrInternal.Code, Message: "internal server error: relay shutting down, publish not accepted", Temporary: true}
 
 var errPublishFailed = &protocol.Error{Code: protocol.ErrInternal.Code, Message: "internal server error: publish not acknowledged", Temporary: true}
 

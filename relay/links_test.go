@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	centrifuge "github.com/centrifugal/centrifuge-go"
 
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/protocol"
 )
 
 // clientSub subscribes the SDK client to a client-side channel and records
@@ -288,5 +290,60 @@ func TestCommandsPipelinedAfterConnect(t *testing.T) {
 		if r.ID != want || (want == 1 && (r.Connect == nil || len(r.Connect.Subs) != 2)) {
 			t.Fatalf("reply %d: %+v", want, r)
 		}
+	}
+}
+
+// TestShutdownAnswersPendingPublishes: a client told to go while its
+// publishes wait for Kafka hears the outcome of every one of them before
+// its 3001, instead of a bare disconnect that leaves it guessing whether
+// they were stored. Kafka is unreachable here, so each publish is answered
+// with the timeout error.
+func TestShutdownAnswersPendingPublishes(t *testing.T) {
+	srv, stop := startRelayCtl(t, func(c *Config) {
+		c.PublishTimeout = time.Second
+		c.PublishRate = -1
+		c.DrainWindow = -1
+	})
+	w, _ := connectRaw(t, srv.Addr(), token(t, "pub", nil, pubAll, 0))
+	_ = w.c.SetDeadline(time.Now().Add(20 * time.Second))
+	const n = 20
+	var cmds []string
+	for i := 2; i < 2+n; i++ {
+		cmds = append(cmds, `{"id":`+itoa(i)+`,"publish":{"channel":"c","data":{"n":1}}}`)
+	}
+	w.write(textFrame(strings.Join(cmds, "\n")))
+	time.Sleep(200 * time.Millisecond) // all of them are waiting for Kafka
+	done := stop()
+
+	answered := map[uint32]bool{}
+	for {
+		op, p := w.readFrame()
+		if op == opClose {
+			if code := binary.BigEndian.Uint16(p); code != 3001 {
+				t.Fatalf("close code %d, want 3001", code)
+			}
+			break
+		}
+		if op != opText || string(p) == "{}" {
+			continue
+		}
+		rs, err := protocol.DecodeReplies(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.ID >= 2 && r.ID < 2+n {
+				if r.Error == nil || r.Publish != nil {
+					t.Fatalf("publish %d answered %+v with Kafka unreachable, want an error", r.ID, r)
+				}
+				answered[r.ID] = true
+			}
+		}
+	}
+	if len(answered) != n {
+		t.Fatalf("%d of %d publishes answered before the 3001 disconnect", len(answered), n)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -473,13 +473,16 @@ func (l *loop) drainStep(frac float64) {
 		if cl.state >= stateClosing {
 			continue
 		}
+		if cl.closeAfterPublishes {
+			continue // already told to go
+		}
 		l.drained++
 		if cl.state == stateHTTP {
 			cl.state = stateClosing
 			_ = cl.c.Close()
 			continue
 		}
-		cl.disconnect(protocol.DisconnectShutdown)
+		cl.leave()
 	}
 	l.flush()
 }

@@ -24,7 +24,6 @@ import (
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/partition"
-	"github.com/herald-chat/herald/internal/protocol"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -67,7 +66,10 @@ type Server struct {
 	booted   chan struct{}
 	addr     atomic.Value // string, bound address
 	stopping atomic.Bool
-	open     atomic.Int64 // open connections
+	// publishing counts publishes waiting for Kafka across all loops, so
+	// shutdown can let them be answered before the loops stop.
+	publishing atomic.Int64
+	open       atomic.Int64 // open connections
 }
 
 // New builds a relay. kgoOpts are appended to the producer options (seed
@@ -277,7 +279,7 @@ func (s *Server) shutdown() {
 					_ = cl.c.Close()
 					continue
 				}
-				cl.disconnect(protocol.DisconnectShutdown)
+				cl.leave()
 			}
 		})
 	}
@@ -286,6 +288,12 @@ func (s *Server) shutdown() {
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
+	}
+	// Clients with publishes in flight leave once Kafka answered them; every
+	// publish is answered within PublishTimeout (loop.expirePublishes).
+	deadline := time.Now().Add(s.cfg.PublishTimeout + time.Second)
+	for s.publishing.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
