@@ -20,7 +20,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/engines/ferret"
@@ -29,6 +28,7 @@ import (
 	"github.com/herald-chat/herald/internal/store/memstore"
 	mongostore "github.com/herald-chat/herald/internal/store/mongo"
 	"github.com/herald-chat/herald/internal/store/sqlite"
+	"github.com/herald-chat/herald/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -574,21 +574,4 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-// metricValue returns the value of a single-metric counter or gauge.
-func metricValue(tb testing.TB, c prometheus.Collector) float64 {
-	tb.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var d dto.Metric
-	if err := (<-ch).Write(&d); err != nil {
-		tb.Fatal(err)
-	}
-	switch {
-	case d.Counter != nil:
-		return d.Counter.GetValue()
-	case d.Gauge != nil:
-		return d.Gauge.GetValue()
-	}
-	tb.Fatalf("not a counter or gauge: %v", &d)
-	return 0
-}
+var metricValue = testutil.MetricValue

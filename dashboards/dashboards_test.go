@@ -31,6 +31,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/devstack"
+	"github.com/herald-chat/herald/internal/testutil"
 )
 
 // The Grafana variables of the dashboards and what the test queries instead.
@@ -597,26 +598,6 @@ func connectClient(t *testing.T, st *devstack.Stack, tok string, channels ...str
 	return c, rec
 }
 
-func getJSON(t *testing.T, rawURL, bearer string, out any) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, rawURL, nil)
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", rawURL, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			t.Fatalf("GET %s: decoding %s: %v", rawURL, body, err)
-		}
-	}
-	return resp.StatusCode
-}
-
 // walkHistory pages through the history at first (a URL with limit and
 // order) and returns how many messages it served.
 func walkHistory(t *testing.T, first, bearer string) int {
@@ -820,3 +801,5 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+var getJSON = testutil.GetJSON

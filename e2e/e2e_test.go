@@ -23,6 +23,7 @@ import (
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/internal/testutil"
 )
 
 const chunkSize = 4
@@ -154,26 +155,6 @@ type historyPage struct {
 		PublishedAt time.Time       `json:"published_at"`
 	} `json:"messages"`
 	NextCursor string `json:"next_cursor"`
-}
-
-func getJSON(t *testing.T, rawURL, bearer string, out any) int {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, rawURL, nil)
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", rawURL, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			t.Fatalf("GET %s: decoding %s: %v", rawURL, body, err)
-		}
-	}
-	return resp.StatusCode
 }
 
 // walkHistory pages through a channel's whole history with the cursor and
@@ -333,3 +314,5 @@ func runArchive(t *testing.T, st *devstack.Stack) {
 	}
 	t.Fatal("archive run did not finish in 60s")
 }
+
+var getJSON = testutil.GetJSON

@@ -21,7 +21,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
@@ -29,6 +28,7 @@ import (
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/memstore"
 	"github.com/herald-chat/herald/internal/store/sqlite"
+	"github.com/herald-chat/herald/internal/testutil"
 )
 
 func TestMain(m *testing.M) { s3test.Main(m) }
@@ -738,20 +738,4 @@ func TestRunAndMetrics(t *testing.T) {
 	t.Fatal("no request duration metric")
 }
 
-func metricValue(tb testing.TB, c prometheus.Collector) float64 {
-	tb.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var d dto.Metric
-	if err := (<-ch).Write(&d); err != nil {
-		tb.Fatal(err)
-	}
-	switch {
-	case d.Counter != nil:
-		return d.Counter.GetValue()
-	case d.Gauge != nil:
-		return d.Gauge.GetValue()
-	}
-	tb.Fatalf("not a counter or gauge: %v", &d)
-	return 0
-}
+var metricValue = testutil.MetricValue

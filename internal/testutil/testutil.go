@@ -1,0 +1,58 @@
+// Package testutil holds small helpers shared by tests of several packages.
+// Only tests import it.
+package testutil
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// MetricValue returns the value of a collector holding a single counter or
+// gauge.
+func MetricValue(tb testing.TB, c prometheus.Collector) float64 {
+	tb.Helper()
+	ch := make(chan prometheus.Metric, 1)
+	c.Collect(ch)
+	var d dto.Metric
+	if err := (<-ch).Write(&d); err != nil {
+		tb.Fatal(err)
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
+	}
+	tb.Fatalf("not a counter or gauge: %v", &d)
+	return 0
+}
+
+// GetJSON GETs rawURL (with a Bearer token when bearer is set), decodes a
+// 200 response into out (when non-nil) and returns the status code.
+func GetJSON(tb testing.TB, rawURL, bearer string, out any) int {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", rawURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			tb.Fatalf("GET %s: decoding %s: %v", rawURL, body, err)
+		}
+	}
+	return resp.StatusCode
+}
