@@ -257,17 +257,12 @@ func startStack(t *testing.T) *devstack.Stack {
 	if testing.Verbose() {
 		level = slog.LevelInfo
 	}
-	st, err := devstack.Start(ctx, devstack.Options{
-		DataDir:   t.TempDir(),
-		KafkaAddr: "auto", S3Addr: "auto",
-		RelayAddr: "auto", ControllerAddr: "auto", ManagementAddr: "auto", CacherAddr: "auto",
-		RelayAdmin: "auto", ControllerAdmin: "auto", ManagementAdmin: "auto", CacherAdmin: "auto",
-		TokenSecret: "dashboards-secret",
-		ChunkSize:   4,
-		MinAge:      0,
-		Interval:    time.Hour, // only the explicit trigger archives
-		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-	})
+	o := devstack.Ephemeral(t.TempDir())
+	o.TokenSecret = "dashboards-secret"
+	o.ChunkSize, o.MinAge = 4, 0
+	o.Interval = time.Hour // only the explicit trigger archives
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	st, err := devstack.Start(ctx, o)
 	if err != nil {
 		cancel()
 		t.Fatalf("starting the stack: %v", err)

@@ -35,17 +35,11 @@ func startStack(t *testing.T) *devstack.Stack {
 	if testing.Verbose() {
 		level = slog.LevelInfo
 	}
-	o := devstack.Options{
-		DataDir:   t.TempDir(),
-		KafkaAddr: "auto", S3Addr: "auto",
-		RelayAddr: "auto", ControllerAddr: "auto", ManagementAddr: "auto", CacherAddr: "auto",
-		RelayAdmin: "auto", ControllerAdmin: "auto", ManagementAdmin: "auto", CacherAdmin: "auto",
-		TokenSecret: "e2e-secret",
-		ChunkSize:   chunkSize,
-		MinAge:      0,
-		Interval:    time.Hour, // only the explicit trigger archives
-		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-	}
+	o := devstack.Ephemeral(t.TempDir())
+	o.TokenSecret = "e2e-secret"
+	o.ChunkSize, o.MinAge = chunkSize, 0
+	o.Interval = time.Hour // only the explicit trigger archives
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	st, err := devstack.Start(ctx, o)
 	if err != nil {
 		cancel()

@@ -18,14 +18,10 @@ func TestSecondRunKeepsHistory(t *testing.T) {
 	dir := t.TempDir()
 	const channel = "chat:restart"
 	opts := func() devstack.Options {
-		return devstack.Options{
-			DataDir:   dir,
-			KafkaAddr: "auto", S3Addr: "auto",
-			RelayAddr: "auto", ControllerAddr: "auto", ManagementAddr: "auto", CacherAddr: "auto",
-			RelayAdmin: "auto", ControllerAdmin: "auto", ManagementAdmin: "auto", CacherAdmin: "auto",
-			TokenSecret: "e2e-secret", Interval: time.Hour,
-			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		}
+		o := devstack.Ephemeral(dir)
+		o.TokenSecret, o.Interval = "e2e-secret", time.Hour
+		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		return o
 	}
 	publish := func(st *devstack.Stack, from, to int) {
 		c, rec := connectClient(t, st, "alice", channel)

@@ -31,14 +31,10 @@ func startHerald(t *testing.T) *devstack.Stack {
 	if testing.Verbose() {
 		level = slog.LevelInfo
 	}
-	st, err := devstack.Start(ctx, devstack.Options{
-		DataDir:   t.TempDir(),
-		KafkaAddr: "auto", S3Addr: "auto",
-		RelayAddr: "auto", ControllerAddr: "auto", ManagementAddr: "auto", CacherAddr: "auto",
-		RelayAdmin: "auto", ControllerAdmin: "auto", ManagementAdmin: "auto", CacherAdmin: "auto",
-		TokenSecret: "x",
-		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-	})
+	o := devstack.Ephemeral(t.TempDir())
+	o.TokenSecret = "x"
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	st, err := devstack.Start(ctx, o)
 	if err != nil {
 		cancel()
 		_ = os.Chdir(wd)

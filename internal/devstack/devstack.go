@@ -66,6 +66,19 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// Ephemeral returns Options for a throwaway stack (tests, benchmarks): data
+// in dataDir and every listener on a free loopback port, so several stacks
+// and a running `herald dev` never collide.
+func Ephemeral(dataDir string) Options {
+	const a = "auto"
+	return Options{
+		DataDir:   dataDir,
+		KafkaAddr: a, S3Addr: a,
+		RelayAddr: a, ControllerAddr: a, ManagementAddr: a, CacherAddr: a,
+		RelayAdmin: a, ControllerAdmin: a, ManagementAdmin: a, CacherAdmin: a,
+	}
+}
+
 // Stack is a running dev system.
 type Stack struct {
 	Opts       Options
