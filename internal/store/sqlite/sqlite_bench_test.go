@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,4 +116,45 @@ func BenchmarkRawInsert(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkWriteBatchConcurrentSmall is the controller's shape under a chat
+// load: one batch writer per partition (12), each writing small batches (8
+// messages on 8 channels, their heads and the checkpoint) as fast as the
+// store takes them. One op is one batch; msgs/s counts all partitions.
+func BenchmarkWriteBatchConcurrentSmall(b *testing.B) {
+	const parts, perBatch = 12, 8
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	data := []byte(`{"text":"hello, this is a typical short chat message with a bit of text","mentions":[]}`)
+	var next [parts]atomic.Int64
+	var part atomic.Int32
+	b.ReportAllocs()
+	b.SetParallelism((parts + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		p := int(part.Add(1)-1) % parts
+		now := time.Now()
+		for pb.Next() {
+			n := next[p].Add(1) - 1
+			bt := store.Batch{Partition: int32(p), NextOffset: (n + 1) * perBatch}
+			for i := 0; i < perBatch; i++ {
+				ch := fmt.Sprintf("room:%d:%d", p, (int(n)*perBatch+i)%100)
+				off := n*perBatch + int64(i)
+				bt.Messages = append(bt.Messages, store.Message{ID: fmt.Sprintf("%d-%d", p, off), Channel: ch,
+					Seq: uint64(off + 1), Sender: "u", Data: data, PublishedAt: now, Partition: int32(p), Offset: off})
+				bt.Heads = append(bt.Heads, store.Head{Channel: ch, Partition: int32(p), Epoch: "e", LastSeq: uint64(off + 1), Offset: off})
+			}
+			if err := s.WriteBatch(ctx, bt); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "msgs/s")
 }
