@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -90,13 +89,7 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
-	n := cfg.EventLoops
-	if n <= 0 {
-		n = 1
-		if cfg.Multicore {
-			n = runtime.NumCPU()
-		}
-	}
+	n := cfg.Loops()
 	s := &Server{
 		cfg:      cfg,
 		verifier: verifier,

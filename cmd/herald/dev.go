@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/internal/devstack"
+	"github.com/herald-chat/herald/relay"
 )
 
 // runDev runs the whole system (or just its engines) in this process.
@@ -33,6 +35,15 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 	// The dev mode tolerates a missing secret by using a published one; say so.
 	devSecret := os.Getenv("HERALD_TOKEN_SECRET") == ""
 
+	if !o.EnginesOnly {
+		// The relay's event loops share this process: keep a P for the
+		// rest, as `herald relay` does (relay.Config.Procs).
+		var rc relay.Config
+		rc.RegisterFlags(flag.NewFlagSet("relay", flag.ContinueOnError)) // env values as defaults
+		if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < rc.Procs() {
+			runtime.GOMAXPROCS(rc.Procs())
+		}
+	}
 	st, err := devstack.Start(ctx, o)
 	if err != nil {
 		return err

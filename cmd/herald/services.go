@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime"
 	"sync"
 
 	"github.com/herald-chat/herald/cacher"
@@ -226,6 +228,10 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < c.cfg.Procs() {
+		runtime.GOMAXPROCS(c.cfg.Procs()) // see relay.Config.Procs
+	}
+	log.Info("relay runtime", "event_loops", c.cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
 	adm := admin.New(log)
 	srv, err := relay.New(c.cfg, v, log, adm.Registry, kopts...)
 	if err != nil {
