@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"math"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigLoopsAndProcs(t *testing.T) {
@@ -27,5 +29,24 @@ func TestConfigLoopsAndProcs(t *testing.T) {
 		ManagementURL: "http://x", EventLoops: -1}
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "HERALD_RELAY_EVENT_LOOPS") {
 		t.Fatalf("negative event loops: %v", err)
+	}
+}
+
+// TestFirstPingSpread: connections that arrive at the same instant get
+// their first ping at different times, all within the advertised interval
+// and none before half of it.
+func TestFirstPingSpread(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const interval = 25 * time.Second
+	lo, hi := int64(math.MaxInt64), int64(0)
+	for i := 0; i < 10000; i++ {
+		at := firstPing(now, interval) - now.UnixNano()
+		if at < int64(interval/2) || at > int64(interval) {
+			t.Fatalf("first ping %v after connect, want within [%v, %v]", time.Duration(at), interval/2, interval)
+		}
+		lo, hi = min(lo, at), max(hi, at)
+	}
+	if spread := time.Duration(hi - lo); spread < interval/2-time.Second {
+		t.Fatalf("10,000 simultaneous connections ping within %v of each other, want about %v", spread, interval/2)
 	}
 }
