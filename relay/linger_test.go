@@ -12,8 +12,9 @@ import (
 // The relay closes the socket right after the close frame, with the
 // client's frames still unread, so the kernel answers with a reset; on
 // loopback the close frame is already in the client's buffer and survives
-// it (on a lossy network a retransmitted close frame would not: see the
-// relay notes on a lingering close).
+// it. On a lossy network a retransmitted close frame would not; a
+// lingering close (half-close, then wait for the client's close frame) is
+// not implemented yet.
 func TestCloseFrameSurvivesClientDataInFlight(t *testing.T) {
 	srv := startRelay(t, nil)
 	for i := 0; i < 2; i++ {
