@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/protocol"
@@ -45,13 +46,15 @@ type client struct {
 	l     *loop
 	state connState
 
-	deadline     int64 // unix ns: end of handshake (stateHTTP, stateWS)
+	deadline     int64 // unix ns: end of handshake (stateHTTP, stateWS), of the linger (stateClosing)
 	lastFrame    int64 // unix ns of the last complete frame (idle timeout)
 	nextPing     int64 // unix ns
 	pongDeadline int64 // unix ns, 0 = no ping outstanding
 	expiresAt    int64 // unix ns: token exp + ExpiredCloseDelay, 0 = never
 	subExpiry    int64 // unix ns: earliest expiresAt of the subscriptions, 0 = none
 	closeCode    uint16
+	lingering    bool // closed by the relay, waiting for the client (linger)
+	halfClosed   bool // end of stream sent
 
 	// Publish rate limit: token bucket and rejections in the current window.
 	pubTokens    float64
@@ -361,15 +364,15 @@ func (cl *client) checkFragUTF8() bool {
 func (cl *client) onClose(payload []byte) {
 	switch {
 	case len(payload) == 0:
-		cl.closeWS(closeNormal, "")
+		cl.sendClose(closeNormal, "", true)
 	case len(payload) == 1:
-		cl.closeWS(closeProtocolError, "bad close frame")
+		cl.sendClose(closeProtocolError, "bad close frame", true)
 	case !validCloseCode(binary.BigEndian.Uint16(payload)):
-		cl.closeWS(closeProtocolError, "bad close code")
+		cl.sendClose(closeProtocolError, "bad close code", true)
 	case !utf8.Valid(payload[2:]):
-		cl.closeWS(closeInvalidData, "invalid UTF-8")
+		cl.sendClose(closeInvalidData, "invalid UTF-8", true)
 	default:
-		cl.closeWS(binary.BigEndian.Uint16(payload), "")
+		cl.sendClose(binary.BigEndian.Uint16(payload), "", true)
 	}
 }
 
@@ -1056,7 +1059,7 @@ func (cl *client) flush() {
 	if cl.c.OutboundBuffered()+cl.iovBytes > srv.cfg.OutboundCap {
 		cl.clearIOV()
 		srv.m.slowDisconnects.Inc()
-		cl.disconnect(protocol.DisconnectSlow)
+		cl.sendClose(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason, true)
 		return
 	}
 	n, frames := cl.iovBytes, len(cl.iov)
@@ -1080,9 +1083,19 @@ func (cl *client) clearIOV() {
 // disconnect closes the connection with a Centrifugo disconnect code.
 func (cl *client) disconnect(d protocol.Disconnect) { cl.closeWS(d.Code, d.Reason) }
 
+// closeLinger bounds how long a connection the relay closed waits for the
+// client to close its side (see linger).
+const closeLinger = 2 * time.Second
+
 // closeWS flushes queued frames, sends a close frame and closes the
-// connection (asynchronously, on this loop).
-func (cl *client) closeWS(code uint16, reason string) {
+// connection once the client has closed its side, or after closeLinger.
+func (cl *client) closeWS(code uint16, reason string) { cl.sendClose(code, reason, false) }
+
+// sendClose sends a close frame. closeNow closes the connection at once:
+// when the frame answers the client's close (the handshake is complete),
+// and for a slow consumer, whose unsent bytes must not be held for the
+// linger.
+func (cl *client) sendClose(code uint16, reason string, closeNow bool) {
 	if cl.state >= stateClosing {
 		return
 	}
@@ -1095,7 +1108,35 @@ func (cl *client) closeWS(code uint16, reason string) {
 	_, _ = cl.c.Write(frame)
 	cl.state = stateClosing
 	cl.closeCode = code
-	_ = cl.c.Close()
+	if closeNow {
+		_ = cl.c.Close()
+		return
+	}
+	cl.linger()
+}
+
+// linger half-closes the connection after the relay's close frame (the
+// client reads the frame, then end of stream) and leaves the full close to
+// the client, or to the loop's timer after closeLinger. Closing at once
+// with the client's frames still unread would make the kernel answer them
+// with a reset, which can destroy the close frame (and its code) before the
+// client reads it, and fails the client's writes in between.
+func (cl *client) linger() {
+	cl.lingering = true
+	cl.deadline = time.Now().Add(closeLinger).UnixNano()
+	cl.shutWrite()
+}
+
+// shutWrite sends end of stream once the close frame has left gnet's
+// buffer (shutting down earlier would drop it).
+func (cl *client) shutWrite() {
+	if cl.halfClosed || cl.c.OutboundBuffered() > 0 {
+		return
+	}
+	cl.halfClosed = true
+	if err := unix.Shutdown(cl.c.Fd(), unix.SHUT_WR); err != nil {
+		_ = cl.c.Close()
+	}
 }
 
 func codeLabel(code uint16) string {

@@ -183,6 +183,15 @@ func (l *loop) tick(now time.Time) {
 				cl.state = stateClosing
 				_ = cl.c.Close()
 			}
+		case stateClosing:
+			if cl.lingering {
+				if n > cl.deadline {
+					cl.lingering = false
+					_ = cl.c.Close()
+				} else {
+					cl.shutWrite()
+				}
+			}
 		case stateWS:
 			if n > cl.deadline || n-cl.lastFrame > idle {
 				cl.disconnect(discStale)
