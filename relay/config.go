@@ -39,8 +39,8 @@ type Config struct {
 
 	// Multicore runs one event loop per CPU (default true).
 	Multicore bool
-	// EventLoops overrides the number of event loops (default: CPUs when
-	// Multicore, else 1).
+	// EventLoops overrides the number of event loops (default: the CPUs the
+	// process may use, GOMAXPROCS at start, when Multicore; else 1).
 	EventLoops int
 	// MaxMessageSize caps one client message, also across continuation
 	// frames (default 64 KiB; larger → close 1009).
@@ -136,7 +136,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.ManagementURL, "management-url", "HERALD_MANAGEMENT_URL", "http://127.0.0.1:8080", "management REST base URL (history)")
 	config.String(fs, &c.RelayID, "id", "HERALD_RELAY_ID", "", "relay id sent to controllers (default hostname-pid)")
 	config.Bool(fs, &c.Multicore, "multicore", "HERALD_RELAY_MULTICORE", true, "one event loop per CPU")
-	config.Int(fs, &c.EventLoops, "event-loops", "HERALD_RELAY_EVENT_LOOPS", 0, "number of event loops (0: one per CPU with multicore, else 1)")
+	config.Int(fs, &c.EventLoops, "event-loops", "HERALD_RELAY_EVENT_LOOPS", 0, "number of event loops (0: one per usable CPU with multicore, else 1)")
 	config.Int(fs, &c.MaxMessageSize, "max-message-size", "HERALD_RELAY_MAX_MESSAGE_SIZE", 64<<10, "max client message size in bytes")
 	config.Duration(fs, &c.PingInterval, "ping-interval", "HERALD_RELAY_PING_INTERVAL", 25*time.Second, "server ping interval")
 	config.Duration(fs, &c.PongTimeout, "pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
@@ -265,13 +265,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// startProcs is the runtime's own GOMAXPROCS, read before a command raises
+// it (package initialisation runs before main): the CPUs this process may
+// use, container CPU limits included.
+var startProcs = runtime.GOMAXPROCS(0)
+
 // Loops is the number of event loops the relay runs with this config.
 func (c Config) Loops() int {
 	switch {
 	case c.EventLoops > 0:
 		return c.EventLoops
 	case c.Multicore:
-		return runtime.NumCPU()
+		return startProcs
 	default:
 		return 1
 	}

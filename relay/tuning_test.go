@@ -2,7 +2,6 @@ package relay
 
 import (
 	"math"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ func TestConfigLoopsAndProcs(t *testing.T) {
 		cfg   Config
 		loops int
 	}{
-		{Config{Multicore: true}, runtime.NumCPU()},
+		{Config{Multicore: true}, startProcs},
 		{Config{Multicore: false}, 1},
 		{Config{Multicore: true, EventLoops: 3}, 3},
 		{Config{Multicore: false, EventLoops: 5}, 5},

@@ -232,6 +232,10 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 		runtime.GOMAXPROCS(c.cfg.Procs()) // see relay.Config.Procs
 	}
 	log.Info("relay runtime", "event_loops", c.cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	if runtime.GOMAXPROCS(0) <= c.cfg.Loops() {
+		log.Warn("GOMAXPROCS is not above the event loop count: Kafka acks and controller batches may wait up to 10 ms; set HERALD_RELAY_EVENT_LOOPS below GOMAXPROCS",
+			"event_loops", c.cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	}
 	adm := admin.New(log)
 	srv, err := relay.New(c.cfg, v, log, adm.Registry, kopts...)
 	if err != nil {
