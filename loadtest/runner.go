@@ -450,7 +450,9 @@ func (r *runner) finish() *report {
 	r.mu.Unlock()
 	readyAtEnd := 0
 	for _, c := range all {
-		if c.state.Load() == stReady {
+		// A churned connection may not have seen its kill yet while its
+		// replacement is already ready: it is not counted.
+		if c.state.Load() == stReady && !c.churned.Load() {
 			readyAtEnd++
 		}
 	}
@@ -486,7 +488,7 @@ func (r *runner) progress() progress {
 	var p progress
 	for _, list := range [][]*conn{pubs, conns} {
 		for _, c := range list {
-			if c.state.Load() == stReady {
+			if c.state.Load() == stReady && !c.churned.Load() {
 				p.Ready++
 			}
 			p.Delivered += c.delivered.Load()
