@@ -161,7 +161,7 @@ func runClient(addr string, n int) error {
 		go func() {
 			buf := make([]byte, msgSize)
 			for {
-				if _, err := readFull(c, buf); err != nil {
+				if _, err := io.ReadFull(c, buf); err != nil {
 					return
 				}
 				start := int64(binary.LittleEndian.Uint64(buf))
@@ -179,16 +179,4 @@ func runClient(addr string, n int) error {
 		}()
 	}
 	select {}
-}
-
-func readFull(c net.Conn, buf []byte) (int, error) {
-	k := 0
-	for k < len(buf) {
-		m, err := c.Read(buf[k:])
-		if err != nil {
-			return k, err
-		}
-		k += m
-	}
-	return k, nil
 }
