@@ -7,7 +7,8 @@
 //	go run ./bench/floor -conns 10000 -writers 2 -rounds 10
 //
 // The client side is this program started again (another process, as the
-// load tester is), told so by the environment variable HERALD_FLOOR_CLIENT. Connections come from 127.0.0.2 up.
+// load tester is), told so by the environment variable HERALD_FLOOR_CLIENT.
+// Connections come from 127.0.0.2 up.
 package main
 
 import (

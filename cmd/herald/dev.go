@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -40,9 +39,7 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 		// rest, as `herald relay` does (relay.Config.Procs).
 		var rc relay.Config
 		rc.RegisterFlags(flag.NewFlagSet("relay", flag.ContinueOnError)) // env values as defaults
-		if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < rc.Procs() {
-			runtime.GOMAXPROCS(rc.Procs())
-		}
+		setRelayProcs(rc, log)
 	}
 	st, err := devstack.Start(ctx, o)
 	if err != nil {

@@ -228,14 +228,7 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < c.cfg.Procs() {
-		runtime.GOMAXPROCS(c.cfg.Procs()) // see relay.Config.Procs
-	}
-	log.Info("relay runtime", "event_loops", c.cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
-	if runtime.GOMAXPROCS(0) <= c.cfg.Loops() {
-		log.Warn("GOMAXPROCS is not above the event loop count: Kafka acks and controller batches may wait up to 10 ms; set HERALD_RELAY_EVENT_LOOPS below GOMAXPROCS",
-			"event_loops", c.cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
-	}
+	setRelayProcs(c.cfg, log)
 	adm := admin.New(log)
 	srv, err := relay.New(c.cfg, v, log, adm.Registry, kopts...)
 	if err != nil {
@@ -304,4 +297,18 @@ func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	return serve(ctx, "cacher", srv, adm, c.af.addr, log)
+}
+
+// setRelayProcs gives a process that runs a relay one P more than its event
+// loops (relay.Config.Procs) unless GOMAXPROCS is set, and warns when a
+// user-set value leaves the loops every P.
+func setRelayProcs(cfg relay.Config, log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < cfg.Procs() {
+		runtime.GOMAXPROCS(cfg.Procs())
+	}
+	log.Info("relay runtime", "event_loops", cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	if runtime.GOMAXPROCS(0) <= cfg.Loops() {
+		log.Warn("GOMAXPROCS is not above the event loop count: Kafka acks and controller batches may wait up to 10 ms; set HERALD_RELAY_EVENT_LOOPS below GOMAXPROCS",
+			"event_loops", cfg.Loops(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	}
 }

@@ -273,7 +273,7 @@ func (s *Store) write(ctx context.Context, b store.Batch, checkpoint bool) error
 					r.done <- wrap(cerr)
 					continue
 				}
-				r.done <- s.writeTx(context.WithoutCancel(r.ctx), live[:0:0], r)
+				r.done <- s.writeTx(context.WithoutCancel(r.ctx), []*writeReq{r})
 			}
 		} else {
 			for _, r := range live {
@@ -285,9 +285,8 @@ func (s *Store) write(ctx context.Context, b store.Batch, checkpoint bool) error
 	return <-req.done
 }
 
-// writeTx writes the batches of reqs (and more) in one transaction. s.wmu
-// is held.
-func (s *Store) writeTx(ctx context.Context, reqs []*writeReq, more ...*writeReq) (err error) {
+// writeTx writes the batches of reqs in one transaction. s.wmu is held.
+func (s *Store) writeTx(ctx context.Context, reqs []*writeReq) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return wrap(err)
@@ -299,7 +298,7 @@ func (s *Store) writeTx(ctx context.Context, reqs []*writeReq, more ...*writeReq
 	}()
 	var args []any
 	var one, many, up, ckpt *sql.Stmt
-	for _, r := range append(reqs, more...) {
+	for _, r := range reqs {
 		msgs := r.b.Messages
 		for len(msgs) >= insertChunk {
 			if many == nil {
