@@ -58,6 +58,9 @@ type loop struct {
 	work   []item
 	wi, wj int
 	open   map[string]int // coalesce scratch: channel → index in work
+	// ahead are the indices in work of the publication items of work[wi]'s
+	// channel queued behind it (catch-up, see lookahead).
+	ahead []int
 }
 
 // deliverBudget bounds the subscribers one drain round hands deliveries
@@ -137,6 +140,9 @@ func (l *loop) drain(context.Context) error {
 		}
 		if merge {
 			l.coalesce()
+			if l.wj >= 0 {
+				l.lookahead()
+			}
 		}
 		more := l.deliverSome(deliverBudget)
 		l.flush()
@@ -331,9 +337,13 @@ func (l *loop) coalesce() {
 			delete(l.open, it.ch)
 			continue
 		}
+		if it.ahead {
+			l.open[it.ch] = k // never merged away: some subscribers have it
+			continue
+		}
 		if i, ok := l.open[it.ch]; ok {
 			dst := &l.work[i]
-			if dst.grp.last+1 == it.grp.first && len(dst.grp.buf)+len(it.grp.buf) <= maxCoalesced {
+			if !dst.ahead && dst.grp.last+1 == it.grp.first && len(dst.grp.buf)+len(it.grp.buf) <= maxCoalesced {
 				dst.grp, dst.zframe = mergeGroups(dst.grp, it.grp), nil
 				*it = item{kind: itemSkip}
 				continue
@@ -370,6 +380,7 @@ func (l *loop) deliverSome(budget int) bool {
 		if l.wj >= 0 {
 			return true // budget used up inside this item
 		}
+		l.ahead = l.ahead[:0] // they were riding along with this item
 		l.work[l.wi] = item{}
 		l.wi++
 		if budget <= 0 && l.wi < len(l.work) {
@@ -403,6 +414,11 @@ func (l *loop) deliverItem(it *item, budget int) int {
 	}
 	j := l.wj
 	if j < 0 || j > len(cs.subs) {
+		if it.kind == itemPub && len(cs.subs) > budget {
+			// This fan-out spans rounds: publications of the channel
+			// already queued behind it ride along from the start.
+			l.lookahead()
+		}
 		j = len(cs.subs)
 	}
 	limit := l.srv.cfg.PendingLimit
@@ -430,6 +446,19 @@ func (l *loop) deliverItem(it *item, budget int) int {
 			if sub.state == subLive {
 				if cl.push(sub, pushRef{g: g, z: z}) {
 					n++
+				}
+				for _, k := range l.ahead {
+					a := &l.work[k]
+					var az []byte
+					if cl.deflate {
+						if a.zframe == nil {
+							a.zframe = l.z.compressFrame(a.grp.frame)
+						}
+						az = a.zframe
+					}
+					if cl.push(sub, pushRef{g: a.grp, z: az}) {
+						n++
+					}
 				}
 				continue
 			}
@@ -462,6 +491,40 @@ func (l *loop) deliverItem(it *item, budget int) int {
 		l.wj = -1
 	}
 	return budget
+}
+
+// maxAhead bounds the queued groups a subscriber visited by a fan-out in
+// progress gets along with it (iovecs of one writev).
+const maxAhead = 8
+
+// lookahead collects the publication groups of work[wi]'s channel queued
+// behind it, up to the channel's next non-publication item, into l.ahead.
+// Every live subscriber the fan-out of work[wi] visits from now on gets
+// them in the same writev, so under saturation a subscriber gets one
+// write per visit for all that queued up, rather than one per group in
+// separate passes over the list: when a fan-out to 10,000 takes longer
+// than the interval between publications, the later groups would
+// otherwise wait for it to finish and then need a pass of their own. The
+// groups keep their place in work; when their turn comes, the seq check
+// in push skips the subscribers that already have them. They are marked
+// ahead so coalesce never merges into them. Runs on the loop.
+func (l *loop) lookahead() {
+	l.ahead = l.ahead[:0]
+	cur := &l.work[l.wi]
+	if cur.kind != itemPub {
+		return
+	}
+	for k := l.wi + 1; k < len(l.work) && len(l.ahead) < maxAhead; k++ {
+		it := &l.work[k]
+		if it.kind == itemSkip || it.ch != cur.ch {
+			continue
+		}
+		if it.kind != itemPub {
+			break // a reset or (re)position must come between
+		}
+		it.ahead = true
+		l.ahead = append(l.ahead, k)
+	}
 }
 
 // drainStep closes this loop's share of connections for a graceful drain:

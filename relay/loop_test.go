@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -126,7 +127,7 @@ func TestCoalesceQueuedGroups(t *testing.T) {
 	mk := func(ch string, seq uint64) item {
 		return pubItem(&heraldv1.Publication{Channel: ch, Seq: seq, Message: &heraldv1.Message{Data: []byte(`1`)}})
 	}
-	l.work = append(l.work, mk("room", 1), mk("other", 7), mk("room", 2), mk("room", 3))
+	l.work = append(l.work, mk("room", 1), mk("other", 1), mk("room", 2), mk("room", 3))
 	l.coalesce()
 	l.deliverSome(deliverBudget)
 	l.flush()
@@ -140,5 +141,155 @@ func TestCoalesceQueuedGroups(t *testing.T) {
 	l.flush()
 	if len(c.written) != 2 {
 		t.Fatalf("frames %q, want two", c.written)
+	}
+}
+
+// recordLoop is a gnet.EventLoop that keeps the tasks handed to it, to be
+// run by the test when it chooses.
+type recordLoop struct {
+	inlineLoop
+	tasks *[]gnet.Runnable
+}
+
+func (r recordLoop) Execute(_ context.Context, t gnet.Runnable) error {
+	*r.tasks = append(*r.tasks, t)
+	return nil
+}
+
+// writevConn records every writev as one write of its frames.
+type writevConn struct {
+	benchConn
+	writes [][]string // per writev, its frames' payloads
+}
+
+func (c *writevConn) Writev(bs [][]byte) (int, error) {
+	n := 0
+	var w []string
+	for _, b := range bs {
+		w = append(w, string(b[headerSize(0):])) // 1-byte-length header: small frames
+		n += len(b)
+	}
+	c.writes = append(c.writes, w)
+	return n, nil
+}
+
+// TestCatchUpRidesAlong: a publication that arrives while the fan-out of
+// the previous one is half-way through its subscriber list reaches the
+// subscribers not yet visited in the same writev as the previous one;
+// those already visited get it in the next pass; everyone gets both
+// exactly once, in order. Without the catch-up the second group waits for
+// the first pass to end and every subscriber needs two writes.
+func TestCatchUpRidesAlong(t *testing.T) {
+	const n = 3*deliverBudget + 100
+	s, l := benchServer(t, "room", 0)
+	var queued []gnet.Runnable
+	l.el = recordLoop{tasks: &queued}
+	s.yields = make(chan *loop, 1)
+	conns := make([]*writevConn, n)
+	for i := range conns {
+		conns[i] = &writevConn{}
+		cl := &client{c: conns[i], l: l, state: stateConnected}
+		l.conns[cl] = struct{}{}
+		l.addSub(cl, &subscription{ch: "room", state: subLive})
+	}
+	mk := func(seq uint64, data string) item {
+		return pubItem(&heraldv1.Publication{Channel: "room", Seq: seq, Message: &heraldv1.Message{Data: []byte(data)}})
+	}
+	// run runs the queued drain task and then every drain the loop asks
+	// the yielder for, calling between(round) after each round.
+	run := func(between func(round int)) {
+		if len(queued) != 1 {
+			t.Fatalf("%d tasks queued, want the drain", len(queued))
+		}
+		task := queued[0]
+		queued = queued[:0]
+		_ = task.Run(context.Background())
+		for round := 1; ; round++ {
+			between(round)
+			select {
+			case <-s.yields:
+				l.schedule()
+				task = queued[0]
+				queued = queued[:0]
+				_ = task.Run(context.Background())
+			default:
+				return
+			}
+		}
+	}
+	l.post([]item{mk(1, `1`)})
+	run(func(round int) {
+		if round == 1 {
+			l.post([]item{mk(2, `2`)}) // arrives after the first 1,024
+		}
+	})
+	// A third, alone: one write each.
+	l.post([]item{mk(3, `3`)})
+	run(func(int) {})
+
+	twoWrites := 0
+	for i, c := range conns {
+		var got []string
+		for _, w := range c.writes {
+			got = append(got, strings.Join(w, "|"))
+		}
+		p := func(seq int, data string) string {
+			return `{"push":{"channel":"room","pub":{"data":` + data + `,"info":{},"offset":` + strconv.Itoa(seq) + `}}}`
+		}
+		all := strings.Join(got, "|")
+		if want := p(1, `1`) + "|" + p(2, `2`) + "|" + p(3, `3`); all != want {
+			t.Fatalf("subscriber %d got %q, want %q", i, all, want)
+		}
+		switch len(c.writes) {
+		case 3:
+			twoWrites++ // visited before the second arrived: 1, then 2, then 3
+		case 2:
+			if len(c.writes[0]) != 2 {
+				t.Fatalf("subscriber %d: first writev %q, want both publications", i, c.writes[0])
+			}
+		default:
+			t.Fatalf("subscriber %d: %d writes %q", i, len(c.writes), c.writes)
+		}
+	}
+	if twoWrites != deliverBudget {
+		t.Fatalf("%d subscribers needed a write per publication, want only the %d visited before the second arrived", twoWrites, deliverBudget)
+	}
+}
+
+// TestCatchUpEndsWithItsFanout: groups riding along with a fan-out stop
+// riding when it ends, also when it ends because every subscriber of the
+// channel left half-way: the next item, of another channel, must not carry
+// them to its own subscribers.
+func TestCatchUpEndsWithItsFanout(t *testing.T) {
+	_, l := benchServer(t, "room", 0)
+	var room []*subscription
+	for range 2*deliverBudget + 1 {
+		cl := &client{c: &benchConn{}, l: l, state: stateConnected}
+		l.conns[cl] = struct{}{}
+		sub := &subscription{ch: "room", state: subLive}
+		l.addSub(cl, sub)
+		room = append(room, sub)
+	}
+	other := &writevConn{}
+	ocl := &client{c: other, l: l, state: stateConnected}
+	l.conns[ocl] = struct{}{}
+	l.addSub(ocl, &subscription{ch: "other", state: subLive})
+	mk := func(ch string, seq uint64) item {
+		return pubItem(&heraldv1.Publication{Channel: ch, Seq: seq, Message: &heraldv1.Message{Data: []byte(`1`)}})
+	}
+	l.work = append(l.work, mk("room", 1), mk("other", 1), mk("room", 2))
+	if !l.deliverSome(deliverBudget) || len(l.ahead) != 1 {
+		t.Fatalf("fan-out of 2,049 within one round, or seq 2 not riding along (%v)", l.ahead)
+	}
+	l.flush()
+	for _, sub := range room {
+		l.removeSub(sub.cl, sub)
+	}
+	for l.deliverSome(deliverBudget) {
+		l.flush()
+	}
+	l.flush()
+	if len(other.writes) != 1 || len(other.writes[0]) != 1 || !strings.Contains(other.writes[0][0], `"channel":"other"`) {
+		t.Fatalf("subscriber of other got %q, want its one push", other.writes)
 	}
 }

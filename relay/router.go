@@ -36,6 +36,10 @@ type item struct {
 	// zframe is grp's frame compressed (permessage-deflate), made by the
 	// loop on first use for a client that negotiated compression.
 	zframe []byte
+	// ahead: some subscribers already got grp with an earlier publication
+	// of the channel (loop.lookahead), so no later group may be merged into
+	// it (they would then need a copy of the rest).
+	ahead bool
 }
 
 // pushGroup is a run of consecutive publications of one channel (seqs
