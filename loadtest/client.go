@@ -598,7 +598,10 @@ func (c *conn) handleFrame(frame []byte) error {
 			if m.id != 0 && m.id == c.await && c.onRep != nil {
 				fn := c.onRep
 				c.onRep = nil
-				if err := fn(&m); err != nil {
+				// A copy: m itself must not escape (it would be allocated
+				// for every frame); only a reply to a request allocates.
+				rep := m
+				if err := fn(&rep); err != nil {
 					return err
 				}
 				continue
