@@ -55,9 +55,12 @@ type subState struct {
 	preRun bool // subscribed before publishing started
 }
 
-// conn is one load-test connection. Its reader goroutine (run) owns the
-// socket's read side, the subscription and its tracker; writers (the
-// publisher loop, pongs from the reader) serialize on mu.
+// conn is one load-test connection. Its goroutine (run) owns the socket's
+// read side, the subscription and its tracker while it connects; once the
+// session is ready, either it keeps reading (goroutine reader) or it hands
+// the socket and all of that to a reactor and waits for the session's end
+// (epoll reader, reactor_linux.go). Writers (the publisher loop, pongs from
+// the reader) serialize on mu.
 type conn struct {
 	r     *runner
 	idx   int // global connection index: token subject, histogram shard
@@ -73,20 +76,25 @@ type conn struct {
 	reconnects uint64 // reader-owned
 
 	mu      sync.Mutex // guards everything below
-	nc      net.Conn
+	nc      net.Conn   // until the handover to a reactor
+	sock    int        // after it: the raw socket (a dup of nc's), -1 when none
 	nextID  uint32
 	wbuf    []byte
 	hw      headerWriter
 	pending []pendingPub
 
-	// reader-owned
+	// reader-owned (the conn's goroutine, or its reactor after the handover)
 	br    *bufio.Reader
-	rbuf  []byte
+	rbuf  []byte // message being read (goroutine reader) or joined from fragments
+	part  []byte // epoll reader: bytes of an incomplete frame, nil when none
 	hbuf  [maxHeader]byte
 	ctrl  [125]byte
 	await uint32
 	onRep func(m *serverMsg) error
 	got   bool
+
+	shut  atomic.Bool // epoll reader: the socket was shut down from our side (kill)
+	ended chan error  // epoll reader: the reactor reports the session's end here
 }
 
 // headerWriter writes a frame header into the space reserved before a
@@ -213,12 +221,14 @@ func (c *conn) session(ctx context.Context, recovering bool, settled func(bool))
 	if err != nil {
 		return fmt.Errorf("dialing: %w", err)
 	}
+	var pre *bytes.Reader
 	if br != nil && br.Buffered() > 0 {
 		// The server wrote right after the handshake: keep those bytes.
-		pre := make([]byte, br.Buffered())
-		_, _ = io.ReadFull(br, pre)
+		b := make([]byte, br.Buffered())
+		_, _ = io.ReadFull(br, b)
 		ws.PutReader(br)
-		c.resetReader(io.MultiReader(bytes.NewReader(pre), nc))
+		pre = bytes.NewReader(b)
+		c.resetReader(io.MultiReader(pre, nc))
 	} else {
 		if br != nil {
 			ws.PutReader(br)
@@ -233,8 +243,9 @@ func (c *conn) session(ctx context.Context, recovering bool, settled func(bool))
 	if c.stop.Load() != stopNone || ctx.Err() != nil {
 		return errors.New("stopped")
 	}
-	// Close the socket when the run ends, which unblocks the reader.
-	stopWatch := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	// Close the socket when the run ends, which unblocks the reader (or
+	// shut it down, which ends the session in its reactor).
+	stopWatch := context.AfterFunc(ctx, func() { c.kill(stopNone, false) })
 	defer stopWatch()
 
 	_ = nc.SetDeadline(time.Now().Add(r.cfg.Timeout))
@@ -297,6 +308,12 @@ func (c *conn) session(ctx context.Context, recovering bool, settled func(bool))
 	if recovering {
 		r.resubscribed.Add(1)
 	}
+	if r.reactors != nil {
+		if handed, err := c.handOver(nc, pre); handed {
+			return err
+		}
+		// Not a plain TCP socket (wss://): read in this goroutine.
+	}
 	// read loop
 	for {
 		frame, err := c.readFrame()
@@ -312,6 +329,8 @@ func (c *conn) session(ctx context.Context, recovering bool, settled func(bool))
 	}
 }
 
+// resetReader points the connection's bufio reader at rd (allocating it
+// again when the epoll reader released it at the last handover).
 func (c *conn) resetReader(rd io.Reader) {
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(rd, readBufferSize)
@@ -398,7 +417,7 @@ func (c *conn) beginFrame() []byte {
 // header in front of it and sends the frame in one write. Caller holds mu.
 func (c *conn) sendLocked(b []byte) error {
 	c.wbuf = b[:0]
-	if c.nc == nil {
+	if !c.openLocked() {
 		return errNotReady
 	}
 	payload := b[maxHeader:]
@@ -410,9 +429,26 @@ func (c *conn) sendLocked(b []byte) error {
 		return err
 	}
 	ws.Cipher(payload, h.Mask, 0)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.r.cfg.Timeout))
-	_, err := c.nc.Write(b[maxHeader-hs:])
-	return err
+	return c.writeLocked(b[maxHeader-hs:], c.r.cfg.Timeout)
+}
+
+// openLocked says whether the connection has a socket to write to. Caller
+// holds mu.
+func (c *conn) openLocked() bool { return c.nc != nil || c.sock >= 0 }
+
+// writeLocked writes b within timeout: through nc until the handover to a
+// reactor, then to the raw socket (non-blocking, waiting for room with
+// poll). Caller holds mu.
+func (c *conn) writeLocked(b []byte, timeout time.Duration) error {
+	switch {
+	case c.nc != nil:
+		_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := c.nc.Write(b)
+		return err
+	case c.sock >= 0:
+		return writeSock(c.sock, b, timeout)
+	}
+	return errNotReady
 }
 
 // publish sends one publication to channel ch (index) stamped with now.
@@ -420,7 +456,7 @@ func (c *conn) publish(ch int, now int64) error {
 	r := c.r
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state.Load() != stReady || c.nc == nil {
+	if c.state.Load() != stReady || !c.openLocked() {
 		return errNotReady
 	}
 	if len(c.pending) >= maxPending {
@@ -461,20 +497,27 @@ func (c *conn) closeSocket() {
 	c.mu.Unlock()
 }
 
-// kill closes the socket from another goroutine (drop, churn, end) so the
-// reader returns; why says what run does next. stopNone (a failed write)
-// never replaces a reason already given.
+// kill closes the socket from another goroutine (drop, churn, end, the
+// run's context) so the reader returns; why says what run does next.
+// stopNone (a failed write) never replaces a reason already given. After
+// the handover to a reactor the socket is only shut down: the reactor sees
+// the end, closes the socket (it alone, so that no other goroutine can
+// close a descriptor number it may still use) and reports to the session.
 func (c *conn) kill(why int32, polite bool) {
 	if why != stopNone {
 		c.stop.Store(why)
 	}
 	c.mu.Lock()
-	if c.nc != nil {
+	if c.nc != nil || c.sock >= 0 {
 		if polite {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			_, _ = c.nc.Write(closeFrame)
+			_ = c.writeLocked(closeFrame, 100*time.Millisecond)
 		}
-		_ = c.nc.Close()
+		if c.nc != nil {
+			_ = c.nc.Close()
+		} else {
+			c.shut.Store(true)
+			shutdownSock(c.sock)
+		}
 	}
 	c.mu.Unlock()
 }
@@ -545,7 +588,7 @@ func (c *conn) readFrame() ([]byte, error) {
 func (c *conn) writeControl(op ws.OpCode, p []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.nc == nil {
+	if !c.openLocked() {
 		return errNotReady
 	}
 	var buf [maxHeader + 125]byte
@@ -558,9 +601,7 @@ func (c *conn) writeControl(op ws.OpCode, p []byte) error {
 	}
 	n := copy(buf[hs:], p)
 	ws.Cipher(buf[hs:hs+n], h.Mask, 0)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.r.cfg.Timeout))
-	_, err := c.nc.Write(buf[:hs+n])
-	return err
+	return c.writeLocked(buf[:hs+n], c.r.cfg.Timeout)
 }
 
 // handleFrame handles every "\n"-separated message of a text frame.

@@ -44,6 +44,8 @@ func TestParseArgsUsageErrors(t *testing.T) {
 		{"publishers", append([]string{"broadcast", "--publishers", "0"}, ok...), "--publishers"},
 		{"payload", append([]string{"chat", "--payload", "-1"}, ok...), "--payload"},
 		{"server-side with token", []string{"chat", "--token", "t", "--server-side"}, "--server-side needs --secret"},
+		{"reader", append([]string{"idle", "--reader", "poll"}, ok...), "--reader must be"},
+		{"readers", append([]string{"idle", "--readers", "-1"}, ok...), "--readers must be"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -11,17 +11,36 @@
 // the server's RSS and CPU from /proc. Results go to JSON (--out) and a
 // self-contained HTML report (--html).
 //
-// Resources: one reader goroutine per connection (blocking reads, a 1 KiB
-// bufio reader, frame buffers reused), so one process holds ~19,000
+// Readers (--reader): a connection dials, connects and subscribes in its own
+// goroutine (a 1 KiB bufio reader over its net.Conn). Once subscribed it
+// reads in one of two ways. "epoll" (the default on Linux, reactor_linux.go):
+// the goroutine hands a dup of its socket to one of --readers reactor
+// threads (default one per four CPUs) and waits for the session's end; a
+// reactor polls its sockets with its own level-triggered epoll set, reads
+// each ready socket once into a shared 64 KiB buffer and handles the frames
+// in place (reader.go: no allocation, only an incomplete frame's bytes are
+// kept per connection), so a delivery costs one read(2) and no goroutine
+// switch. "goroutine" (the only reader elsewhere): the goroutine keeps
+// blocking in its bufio reader, which costs a second read(2) returning
+// EAGAIN and a park/wake through Go's netpoller per delivery. Reconnects,
+// recovery, drops and churn are the same in both: the session's goroutine
+// gets the same error either way.
+//
+// Resources: one goroutine per connection (blocked in a read or waiting for
+// its reactor; frame buffers reused), so one process holds ~19,000
 // connections; source addresses rotate over 127.0.0.2…9 for loopback
 // targets. When a run needs more connections than --conns-per-process, the
 // parent re-executes itself as worker processes (`herald loadtest --worker`,
 // configuration on stdin, JSON progress and a final report on stdout) and
 // merges their reports.
 //
-// Concurrency: a runner owns its connections' goroutines, a publisher loop,
-// a churn loop and a drop timer, and waits for all of them in finish. A
-// connection's reader goroutine owns its subscription and seq tracker;
-// writers (publisher loop, pongs) serialize on the connection's mutex.
+// Concurrency: a runner owns its connections' goroutines, its reactors, a
+// publisher loop, a churn loop and a drop timer, and waits for all of them
+// in finish. A connection's reader (its goroutine, or its reactor after the
+// handover) owns its subscription and seq tracker; writers (publisher
+// loop, pongs) serialize on the connection's mutex and, after the handover,
+// write to the raw socket. A handed-over socket is closed only by its
+// reactor: kill shuts it down, the reactor sees the end, closes it and
+// reports to the session.
 // Histograms are lock-free (atomic, sharded by connection).
 package loadtest

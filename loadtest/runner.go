@@ -85,6 +85,7 @@ type runner struct {
 	channels []string
 	pad      []byte
 	sources  *sourcePool
+	reactors *reactorPool // epoll reader; nil with the goroutine reader
 
 	connectLat, subscribeLat, ackLat, e2eLat *AtomicHistogram
 	windowStart, windowEnd                   atomic.Int64
@@ -134,6 +135,11 @@ func newRunner(cfg *Config, p plan) (*runner, error) {
 		NetDial:         r.sources.dial,
 	}
 	r.channels = channelNames(cfg)
+	if cfg.reader() == ReaderEpoll {
+		if r.reactors, err = newReactorPool(cfg.readers()); err != nil {
+			return nil, fmt.Errorf("starting the epoll reader: %w", err)
+		}
+	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
@@ -177,7 +183,7 @@ func (r *runner) token(subject string, channel string) (string, error) {
 }
 
 func (r *runner) newConn(idx int, subject string, ch int) (*conn, error) {
-	c := &conn{r: r, idx: idx}
+	c := &conn{r: r, idx: idx, sock: -1}
 	chName := ""
 	if ch >= 0 {
 		chName = r.channels[ch]
@@ -461,6 +467,9 @@ func (r *runner) finish() *report {
 	}
 	r.cancel()
 	r.wg.Wait()
+	if r.reactors != nil {
+		r.reactors.close() // every session has returned: nothing is registered
+	}
 	r.mu.Lock()
 	r.readyPeak = max(r.readyPeak, readyAtEnd)
 	r.mu.Unlock()
