@@ -12,8 +12,13 @@ import (
 )
 
 // TestMain turns the test binary into a load-test worker when Run re-executes
-// it (the default worker command is this executable).
+// it (the default worker command is this executable), or into
+// TestReaderCost's pump process.
 func TestMain(m *testing.M) {
+	if os.Getenv(pumpEnv) != "" {
+		pumpMain() // TestReaderCost's pump process
+		os.Exit(0)
+	}
 	if os.Getenv(WorkerEnv) == "1" {
 		if err := WorkerMain(context.Background(), os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "worker:", err)
