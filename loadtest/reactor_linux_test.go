@@ -20,19 +20,11 @@ import (
 // Tests of the epoll reader on real sockets: the handover, writes after
 // it, and every way a handed-over session ends.
 
-// epollRunner returns a runner with one reactor, stopped when t ends.
+// epollRunner returns a runner with one reactor, stopped when t ends
+// (testRunner's flags; the later --reader wins).
 func epollRunner(t *testing.T, extra ...string) *runner {
 	t.Helper()
-	args := append([]string{ScenarioBroadcast, "--secret", testSecret, "--reader", ReaderEpoll, "--readers", "1",
-		"--progress=false", "--channel-prefix", "t:", "--timeout", "2s"}, extra...)
-	cfg, err := ParseArgs(args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := newRunner(cfg, plan{ConnTo: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := testRunner(t, append([]string{"--reader", ReaderEpoll, "--readers", "1", "--timeout", "2s"}, extra...)...)
 	t.Cleanup(r.reactors.close)
 	return r
 }
