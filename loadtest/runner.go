@@ -398,7 +398,9 @@ func (r *runner) churnOne(rng *rand.Rand) {
 	var victim *conn
 	for try := 0; try < 8 && len(r.conns) > 0; try++ {
 		cand := r.conns[rng.IntN(len(r.conns))]
-		if cand.state.Load() == stReady {
+		// A victim of an earlier churn stays ready until its reader sees
+		// the kill; picking it again would start a second replacement.
+		if cand.state.Load() == stReady && !cand.churned.Load() {
 			victim = cand
 			break
 		}
