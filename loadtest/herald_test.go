@@ -97,7 +97,15 @@ func TestAgainstHerald(t *testing.T) {
 			t.Errorf("processes %d connections %+v errors %v", res.Processes, res.Connections, res.ErrorSample)
 		}
 		if res.Server == nil || res.Server.RSSMax == 0 {
-			t.Errorf("server stats %+v: want RSS sampled", res.Server)
+			t.Fatalf("server stats %+v: want RSS sampled", res.Server)
+		}
+		// The first sample is the baseline before any connection, so the
+		// RSS-per-connection fit spans 0 → 2,000.
+		if b := res.Timeline[0]; b.Conns != 0 || b.ServerRSS == 0 {
+			t.Errorf("first sample %+v: want the baseline (0 connections, RSS sampled)", b)
+		}
+		if res.Server.RSSPerConn <= 0 {
+			t.Errorf("RSS per connection %v: want the slope of the connect phase", res.Server.RSSPerConn)
 		}
 	})
 

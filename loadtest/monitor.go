@@ -75,11 +75,18 @@ func (m *monitor) start(source func() progress) {
 		var srvPrev procSample
 		srvOK := false
 		srvErr := ""
+		// The first sample is the baseline before any connection: the
+		// server's RSS at 0 connections anchors the RSS-per-connection fit.
+		base := Sample{T: prevAt.Sub(m.begin).Seconds(), Phase: m.phase(prevAt), Conns: prev.Ready, Attempted: prev.Attempted, Errors: prev.Errors}
 		if m.cfg.ServerPID > 0 {
 			if s, err := readProc(m.cfg.ServerPID); err == nil {
 				srvPrev, srvOK = s, true
+				base.ServerRSS = s.rss
 			}
 		}
+		m.mu.Lock()
+		m.samples = append(m.samples, base)
+		m.mu.Unlock()
 		for {
 			select {
 			case <-m.stopC:

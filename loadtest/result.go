@@ -3,6 +3,7 @@ package loadtest
 import (
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -105,12 +106,16 @@ type RecoveryStats struct {
 
 // ServerStats is sampled from /proc/<pid>.
 type ServerStats struct {
-	PID       int     `json:"pid"`
-	RSSMax    uint64  `json:"rss_max"`
-	RSSEnd    uint64  `json:"rss_end"`
-	CPUAvgPct float64 `json:"cpu_avg_pct"` // over the window
-	CPUMaxPct float64 `json:"cpu_max_pct"`
-	Error     string  `json:"error,omitempty"`
+	PID    int    `json:"pid"`
+	RSSMax uint64 `json:"rss_max"`
+	RSSEnd uint64 `json:"rss_end"`
+	// RSSPerConn is the least-squares slope of RSS against ready
+	// connections (bytes per connection; see RSSSlope), 0 when the run's
+	// connections did not vary enough to fit one.
+	RSSPerConn float64 `json:"rss_per_conn,omitempty"`
+	CPUAvgPct  float64 `json:"cpu_avg_pct"` // over the window
+	CPUMaxPct  float64 `json:"cpu_max_pct"`
+	Error      string  `json:"error,omitempty"`
 }
 
 // ClientStats is the load tester's own CPU use (all processes).
@@ -283,9 +288,43 @@ func buildResult(cfg *Config, reps []*report, tl timeline, samples []Sample, sta
 				ss.RSSEnd = s.ServerRSS
 			}
 		}
+		if v, ok := RSSSlope(samples); ok {
+			ss.RSSPerConn = v
+		}
 		res.Server = ss
 	}
 	return res
+}
+
+// RSSSlope is the least-squares slope of server RSS (bytes) against ready
+// connections over the samples that have an RSS, from the baseline before
+// the first connection to the end of the drain. Samples taken while the
+// connections close are left out: RSS stays up as the count falls, which
+// would flatten the fit. It needs at least three samples spanning at least
+// 100 connections.
+func RSSSlope(samples []Sample) (float64, bool) {
+	var n, sx, sy, sxx, sxy float64
+	lo, hi := math.MaxInt, math.MinInt
+	for _, s := range samples {
+		if s.ServerRSS == 0 || s.Phase == "closing" {
+			continue
+		}
+		x, y := float64(s.Conns), float64(s.ServerRSS)
+		n++
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+		lo, hi = min(lo, s.Conns), max(hi, s.Conns)
+	}
+	if n < 3 || hi-lo < 100 {
+		return 0, false
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return 0, false
+	}
+	return (n*sxy - sx*sy) / den, true
 }
 
 // Problems lists what went wrong: lost, duplicated or reordered deliveries
@@ -346,8 +385,12 @@ func (res *Result) WriteSummary(w io.Writer) {
 			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.EpochChanged, rc.RecoveredPubs)
 	}
 	if s := res.Server; s != nil {
-		fmt.Fprintf(w, "server pid %d: RSS max %s, end %s; CPU avg %.0f%%, max %.0f%%\n",
-			s.PID, humanBytes(s.RSSMax), humanBytes(s.RSSEnd), s.CPUAvgPct, s.CPUMaxPct)
+		slope := ""
+		if s.RSSPerConn > 0 {
+			slope = fmt.Sprintf(", %.0f B per connection (slope)", s.RSSPerConn)
+		}
+		fmt.Fprintf(w, "server pid %d: RSS max %s, end %s%s; CPU avg %.0f%%, max %.0f%%\n",
+			s.PID, humanBytes(s.RSSMax), humanBytes(s.RSSEnd), slope, s.CPUAvgPct, s.CPUMaxPct)
 	}
 	fmt.Fprintf(w, "load tester: %.1f CPU s, avg %.0f%% in the window\n", res.Client.CPUSeconds, res.Client.CPUAvgPct)
 	if len(res.Errors) > 0 {

@@ -241,7 +241,7 @@ func ResourceTable(runs []Run) string {
 		if sv := res.Server; sv != nil && sv.RSSMax > 0 {
 			rss = humanBytes(sv.RSSMax)
 			cpu = fmt.Sprintf("%.0f%%", sv.CPUAvgPct)
-			if v, ok := RSSSlope(res.Timeline); ok {
+			if v, ok := loadtest.RSSSlope(res.Timeline); ok {
 				slope = humanBytes(uint64(math.Max(v, 0)))
 			}
 		}
@@ -250,34 +250,6 @@ func ResourceTable(runs []Run) string {
 			conn, sub, rss, slope, cpu, res.Client.CPUAvgPct)
 	}
 	return b.String()
-}
-
-// RSSSlope is the least-squares slope of server RSS (bytes) against ready
-// connections over the samples that have an RSS. It needs at least three
-// samples spanning at least 100 connections.
-func RSSSlope(samples []loadtest.Sample) (float64, bool) {
-	var n, sx, sy, sxx, sxy float64
-	lo, hi := math.MaxInt, math.MinInt
-	for _, s := range samples {
-		if s.ServerRSS == 0 {
-			continue
-		}
-		x, y := float64(s.Conns), float64(s.ServerRSS)
-		n++
-		sx += x
-		sy += y
-		sxx += x * x
-		sxy += x * y
-		lo, hi = min(lo, s.Conns), max(hi, s.Conns)
-	}
-	if n < 3 || hi-lo < 100 {
-		return 0, false
-	}
-	den := n*sxx - sx*sx
-	if den == 0 {
-		return 0, false
-	}
-	return (n*sxy - sx*sy) / den, true
 }
 
 func problemLines(runs []Run) []string {

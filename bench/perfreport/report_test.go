@@ -62,29 +62,6 @@ func TestTables(t *testing.T) {
 	}
 }
 
-func TestRSSSlope(t *testing.T) {
-	s := func(conns int, rss uint64) loadtest.Sample { return loadtest.Sample{Conns: conns, ServerRSS: rss} }
-	tests := []struct {
-		name    string
-		samples []loadtest.Sample
-		want    float64
-		ok      bool
-	}{
-		{"linear 2 KiB per connection", []loadtest.Sample{s(0, 50<<20), s(1000, 50<<20+2048*1000), s(2000, 50<<20+2048*2000)}, 2048, true},
-		{"samples without RSS ignored", []loadtest.Sample{s(0, 0), s(100, 1000), s(200, 2000), s(300, 3000)}, 10, true},
-		{"too few samples", []loadtest.Sample{s(0, 1), s(1000, 2)}, 0, false},
-		{"connections barely change", []loadtest.Sample{s(1000, 1), s(1010, 2), s(1020, 3)}, 0, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, ok := RSSSlope(tt.samples)
-			if ok != tt.ok || ok && (got < tt.want-1e-6 || got > tt.want+1e-6) {
-				t.Errorf("RSSSlope = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
-			}
-		})
-	}
-}
-
 func TestArgs(t *testing.T) {
 	runs := sampleRuns(t)
 	want := map[string]string{
