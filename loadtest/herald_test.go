@@ -100,12 +100,11 @@ func TestAgainstHerald(t *testing.T) {
 			t.Fatalf("server stats %+v: want RSS sampled", res.Server)
 		}
 		// The first sample is the baseline before any connection, so the
-		// RSS-per-connection fit spans 0 → 2,000.
+		// RSS-per-connection fit spans 0 → 2,000. (Its value is not
+		// asserted: this process's RSS also moves with the test's own
+		// allocations; RSSSlope is checked on its own.)
 		if b := res.Timeline[0]; b.Conns != 0 || b.ServerRSS == 0 {
 			t.Errorf("first sample %+v: want the baseline (0 connections, RSS sampled)", b)
-		}
-		if res.Server.RSSPerConn <= 0 {
-			t.Errorf("RSS per connection %v: want the slope of the connect phase", res.Server.RSSPerConn)
 		}
 	})
 
