@@ -111,7 +111,8 @@ type ServerStats struct {
 	RSSEnd uint64 `json:"rss_end"`
 	// RSSPerConn is the least-squares slope of RSS against ready
 	// connections (bytes per connection; see RSSSlope), 0 when the run's
-	// connections did not vary enough to fit one.
+	// connections did not vary enough to fit one. Meaningful for idle
+	// runs: with traffic, RSS also grows with buffers and history.
 	RSSPerConn float64 `json:"rss_per_conn,omitempty"`
 	CPUAvgPct  float64 `json:"cpu_avg_pct"` // over the window
 	CPUMaxPct  float64 `json:"cpu_max_pct"`
@@ -386,7 +387,7 @@ func (res *Result) WriteSummary(w io.Writer) {
 	}
 	if s := res.Server; s != nil {
 		slope := ""
-		if s.RSSPerConn > 0 {
+		if s.RSSPerConn > 0 && res.Scenario == ScenarioIdle { // with traffic, RSS also grows with buffers
 			slope = fmt.Sprintf(", %.0f B per connection (slope)", s.RSSPerConn)
 		}
 		fmt.Fprintf(w, "server pid %d: RSS max %s, end %s%s; CPU avg %.0f%%, max %.0f%%\n",
