@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -106,9 +107,15 @@ type env struct {
 
 func startEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
+	return startEnvLog(t, mod, testLogger())
+}
+
+// startEnvLog is startEnv with the relay logging to log.
+func startEnvLog(t testing.TB, mod func(*Config), log *slog.Logger) *env {
+	t.Helper()
 	brokers := startKafka(t, topic, 4)
 	fc, caddr := startFakeController(t, brokers, topic, 4)
-	srv := startRelay(t, func(c *Config) {
+	srv, _ := startRelayLog(t, func(c *Config) {
 		// The non-owner first: Recover must skip its FailedPrecondition.
 		c.Controllers = []string{startNotOwner(t), caddr}
 		c.Brokers = brokers
@@ -118,7 +125,7 @@ func startEnv(t testing.TB, mod func(*Config)) *env {
 		if mod != nil {
 			mod(c)
 		}
-	})
+	}, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for srv.Ready(ctx) != nil {

@@ -41,6 +41,12 @@ func startRelay(t testing.TB, mod func(*Config), kopts ...kgo.Opt) *Server {
 // context and returns a channel with Run's result.
 func startRelayCtl(t testing.TB, mod func(*Config), kopts ...kgo.Opt) (*Server, func() <-chan error) {
 	t.Helper()
+	return startRelayLog(t, mod, testLogger(), kopts...)
+}
+
+// startRelayLog is startRelayCtl logging to log.
+func startRelayLog(t testing.TB, mod func(*Config), log *slog.Logger, kopts ...kgo.Opt) (*Server, func() <-chan error) {
+	t.Helper()
 	cfg := Config{
 		Addr:          "127.0.0.1:0",
 		Controllers:   []string{"127.0.0.1:1"},
@@ -55,7 +61,7 @@ func startRelayCtl(t testing.TB, mod func(*Config), kopts ...kgo.Opt) (*Server, 
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := New(cfg, auth.NewVerifier(testSecret), testLogger(), prometheus.NewRegistry(), kopts...)
+	srv, err := New(cfg, auth.NewVerifier(testSecret), log, prometheus.NewRegistry(), kopts...)
 	if err != nil {
 		t.Fatal(err)
 	}
