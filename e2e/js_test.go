@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/herald-chat/herald/internal/auth"
 )
@@ -27,13 +34,7 @@ var jsDir = func() string {
 // packages first; the test fails (not skips) when they are missing, so a CI
 // that forgot the install step cannot pass.
 func TestCentrifugeJS(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed; it is needed for the centrifuge-js test (see README)")
-	}
-	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "centrifuge")); err != nil {
-		t.Fatal("e2e/js/node_modules is missing: run `npm ci --prefix e2e/js` (make test does)")
-	}
+	node := nodeWithSDK(t)
 	st := startStack(t)
 	claims := auth.NewClaims("jsuser", []string{"chat:js"}, time.Hour)
 	claims.Caps = []auth.Capability{{Channels: []string{"news:*"}, Match: "wildcard", Allow: []string{"sub", "pub", "hst"}}}
@@ -49,5 +50,140 @@ func TestCentrifugeJS(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `"ok":true`) {
 		t.Fatalf("centrifuge-js output: %s", out)
+	}
+}
+
+// nodeWithSDK returns node's path; it fails the test (not skips) when node
+// or the npm packages are missing, so a CI that forgot the install step
+// cannot pass.
+func nodeWithSDK(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed; it is needed for the centrifuge-js tests (see README)")
+	}
+	if _, err := os.Stat(filepath.Join(jsDir, "node_modules", "centrifuge")); err != nil {
+		t.Fatal("e2e/js/node_modules is missing: run `npm ci --prefix e2e/js` (make test does)")
+	}
+	return node
+}
+
+// jsEvent is one line recovery.mjs prints.
+type jsEvent struct {
+	Event         string `json:"event"`
+	OK            *bool  `json:"ok"`
+	Error         string `json:"error"`
+	Server        int    `json:"server"`
+	Client        int    `json:"client"`
+	Channel       string `json:"channel"`
+	WasRecovering bool   `json:"wasRecovering"`
+	Recovered     bool   `json:"recovered"`
+}
+
+// TestCentrifugeJSRecovery: centrifuge-js with a server-side subscription
+// and a client-side one that needs a subscription token loses its
+// connection (a reset through a proxy) while publications continue; it
+// must reconnect, have both subscriptions recovered by the server, and end
+// with every publication exactly once, in order.
+func TestCentrifugeJSRecovery(t *testing.T) {
+	node := nodeWithSDK(t)
+	st := startStack(t)
+	u, err := url.Parse(st.RelayURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := newCutProxy(t, u.Host)
+	const n = 30
+	serverCh, clientCh := "chat:jsrec", "vip:jsrec"
+	tok := token(t, st.TokenSecret, "jsrec", serverCh) // no grant on clientCh: the subscription token is needed
+	sc := &auth.SubscriptionClaims{Channel: clientCh}
+	sc.Subject = "jsrec"
+	sc.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
+	subTok, err := auth.Sign(st.TokenSecret, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publisher, _ := connectClient(t, st, "jsrec-publisher", serverCh, clientCh)
+
+	cmd := exec.Command(node, "recovery.mjs", "ws://"+proxy.addr()+u.Path, tok, subTok, serverCh, clientCh, strconv.Itoa(n))
+	cmd.Dir = jsDir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	events := make(chan jsEvent, 256)
+	var transcript strings.Builder
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			transcript.WriteString(sc.Text() + "\n")
+			var ev jsEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				events <- ev
+			}
+		}
+	}()
+	// waitFor reads events until one satisfies ok; the script's own failure
+	// or exit ends the test.
+	var last jsEvent // the latest progress
+	waitFor := func(what string, ok func(jsEvent) bool) jsEvent {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case ev, open := <-events:
+				if !open {
+					t.Fatalf("centrifuge-js exited while waiting for %s\nstderr: %s", what, stderr.String())
+				}
+				if ev.OK != nil && !*ev.OK {
+					t.Fatalf("centrifuge-js: %s", ev.Error)
+				}
+				if ev.Event == "progress" {
+					last = ev
+				}
+				if ok(ev) {
+					return ev
+				}
+			case <-deadline:
+				t.Fatalf("waited 30s for %s; last progress: server-side %d, client-side %d of %d\nstderr: %s", what, last.Server, last.Client, n, stderr.String())
+			}
+		}
+	}
+	publish := func(from, to int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		for i := from; i <= to; i++ {
+			for _, ch := range []string{serverCh, clientCh} {
+				if _, err := publisher.Publish(ctx, ch, []byte(msgData(i))); err != nil {
+					t.Fatalf("publish %d to %s: %v", i, ch, err)
+				}
+			}
+		}
+	}
+
+	waitFor("ready", func(ev jsEvent) bool { return ev.Event == "ready" })
+	publish(1, 10)
+	waitFor("10 live publications on each channel", func(ev jsEvent) bool { return ev.Server >= 10 && ev.Client >= 10 })
+	proxy.cut()
+	waitFor("the client noticing the cut", func(ev jsEvent) bool { return ev.Event == "connecting" })
+	publish(11, 20) // acked by Kafka while the client is away
+	proxy.restore()
+	publish(21, n)
+	done := waitFor("every publication", func(ev jsEvent) bool { return ev.OK != nil })
+	if !*done.OK {
+		t.Fatalf("centrifuge-js: %s", done.Error)
+	}
+	for range events { // drain until the script exits
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("centrifuge-js: %v\n%s\nstderr: %s", err, transcript.String(), stderr.String())
 	}
 }
