@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/herald-chat/herald/internal/auth"
 )
@@ -78,6 +74,7 @@ type jsEvent struct {
 	Channel       string `json:"channel"`
 	WasRecovering bool   `json:"wasRecovering"`
 	Recovered     bool   `json:"recovered"`
+	line          string // as printed
 }
 
 // TestCentrifugeJSRecovery: centrifuge-js with a server-side subscription
@@ -87,25 +84,11 @@ type jsEvent struct {
 // with every publication exactly once, in order.
 func TestCentrifugeJSRecovery(t *testing.T) {
 	node := nodeWithSDK(t)
-	st := startStack(t)
-	u, err := url.Parse(st.RelayURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := newCutProxy(t, u.Host)
-	const n = 30
-	serverCh, clientCh := "chat:jsrec", "vip:jsrec"
-	tok := token(t, st.TokenSecret, "jsrec", serverCh) // no grant on clientCh: the subscription token is needed
-	sc := &auth.SubscriptionClaims{Channel: clientCh}
-	sc.Subject = "jsrec"
-	sc.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
-	subTok, err := auth.Sign(st.TokenSecret, sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	publisher, _ := connectClient(t, st, "jsrec-publisher", serverCh, clientCh)
+	f := newDropFixture(t)
+	n := dropN
+	serverCh, clientCh := dropServerCh, dropClientCh
 
-	cmd := exec.Command(node, "recovery.mjs", "ws://"+proxy.addr()+u.Path, tok, subTok, serverCh, clientCh, strconv.Itoa(n))
+	cmd := exec.Command(node, "recovery.mjs", f.url, f.token, f.subToken, serverCh, clientCh, strconv.Itoa(n))
 	cmd.Dir = jsDir
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -118,13 +101,12 @@ func TestCentrifugeJSRecovery(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	events := make(chan jsEvent, 256)
-	var transcript strings.Builder
+	var transcript strings.Builder // the lines waitFor has read
 	go func() {
 		defer close(events)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			transcript.WriteString(sc.Text() + "\n")
-			var ev jsEvent
+			ev := jsEvent{line: sc.Text()}
 			if json.Unmarshal(sc.Bytes(), &ev) == nil {
 				events <- ev
 			}
@@ -140,8 +122,9 @@ func TestCentrifugeJSRecovery(t *testing.T) {
 			select {
 			case ev, open := <-events:
 				if !open {
-					t.Fatalf("centrifuge-js exited while waiting for %s\nstderr: %s", what, stderr.String())
+					t.Fatalf("centrifuge-js exited while waiting for %s\n%s\nstderr: %s", what, transcript.String(), stderr.String())
 				}
+				transcript.WriteString(ev.line + "\n")
 				if ev.OK != nil && !*ev.OK {
 					t.Fatalf("centrifuge-js: %s", ev.Error)
 				}
@@ -152,31 +135,26 @@ func TestCentrifugeJSRecovery(t *testing.T) {
 					return ev
 				}
 			case <-deadline:
-				t.Fatalf("waited 30s for %s; last progress: server-side %d, client-side %d of %d\nstderr: %s", what, last.Server, last.Client, n, stderr.String())
+				t.Fatalf("waited 30s for %s; last progress: server-side %d, client-side %d of %d\n%s\nstderr: %s", what, last.Server, last.Client, n, transcript.String(), stderr.String())
 			}
 		}
 	}
-	publish := func(from, to int) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		for i := from; i <= to; i++ {
-			for _, ch := range []string{serverCh, clientCh} {
-				if _, err := publisher.Publish(ctx, ch, []byte(msgData(i))); err != nil {
-					t.Fatalf("publish %d to %s: %v", i, ch, err)
-				}
-			}
-		}
-	}
-
 	waitFor("ready", func(ev jsEvent) bool { return ev.Event == "ready" })
-	publish(1, 10)
+	f.publish(t, 1, 10)
 	waitFor("10 live publications on each channel", func(ev jsEvent) bool { return ev.Server >= 10 && ev.Client >= 10 })
-	proxy.cut()
+	f.proxy.cut()
 	waitFor("the client noticing the cut", func(ev jsEvent) bool { return ev.Event == "connecting" })
-	publish(11, 20) // acked by Kafka while the client is away
-	proxy.restore()
-	publish(21, n)
+	f.publish(t, 11, 20) // acked by Kafka while the client is away
+	f.proxy.restore()
+	resubscribed := map[string]bool{}
+	for len(resubscribed) < 2 {
+		ev := waitFor("both subscriptions back", func(ev jsEvent) bool { return ev.Event == "subscribed" })
+		if !ev.WasRecovering || !ev.Recovered {
+			t.Fatalf("%s subscribed again with wasRecovering=%v recovered=%v, want both true\n%s", ev.Channel, ev.WasRecovering, ev.Recovered, transcript.String())
+		}
+		resubscribed[ev.Channel] = true
+	}
+	f.publish(t, 21, n)
 	done := waitFor("every publication", func(ev jsEvent) bool { return ev.OK != nil })
 	if !*done.OK {
 		t.Fatalf("centrifuge-js: %s", done.Error)

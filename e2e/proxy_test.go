@@ -1,10 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/centrifugal/centrifuge-go"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/devstack"
 )
 
 // cutProxy forwards TCP connections to target. cut drops every open one
@@ -117,4 +126,58 @@ func (p *cutProxy) restore() {
 func reset(c *net.TCPConn) {
 	_ = c.SetLinger(0)
 	_ = c.Close()
+}
+
+// The drop tests: a user with a server-side subscription (dropServerCh)
+// and a client-side one that needs a subscription token (dropClientCh)
+// receives dropN publications on each; its connection is cut after the
+// first third and restored after the second.
+const (
+	dropN        = 30
+	dropServerCh = "chat:drop"
+	dropClientCh = "vip:drop"
+)
+
+// dropFixture is a stack with a cuttable proxy in front of its relay, the
+// dropped user's tokens and a publisher on both channels.
+type dropFixture struct {
+	st        *devstack.Stack
+	proxy     *cutProxy
+	url       string // the relay's WebSocket URL through the proxy
+	token     string // subscribes the user to dropServerCh; no grant on dropClientCh
+	subToken  string // the subscription token for dropClientCh
+	publisher *centrifuge.Client
+}
+
+func newDropFixture(t *testing.T) *dropFixture {
+	t.Helper()
+	st := startStack(t)
+	u, err := url.Parse(st.RelayURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &dropFixture{st: st, proxy: newCutProxy(t, u.Host), token: token(t, st.TokenSecret, "dropped", dropServerCh)}
+	f.url = "ws://" + f.proxy.addr() + u.Path
+	sc := &auth.SubscriptionClaims{Channel: dropClientCh}
+	sc.Subject = "dropped"
+	sc.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
+	if f.subToken, err = auth.Sign(st.TokenSecret, sc); err != nil {
+		t.Fatal(err)
+	}
+	f.publisher, _ = connectClient(t, st, "drop-publisher", dropServerCh, dropClientCh)
+	return f
+}
+
+// publish sends msgData(from..to) to both channels, each acked by Kafka.
+func (f *dropFixture) publish(t *testing.T, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := from; i <= to; i++ {
+		for _, ch := range []string{dropServerCh, dropClientCh} {
+			if _, err := f.publisher.Publish(ctx, ch, []byte(msgData(i))); err != nil {
+				t.Fatalf("publish %d to %s: %v", i, ch, err)
+			}
+		}
+	}
 }
