@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/sqlite"
+	"github.com/herald-chat/herald/internal/testutil"
 )
 
 // buildHerald builds the herald binary into a temporary directory.
@@ -48,36 +47,18 @@ func freeAddr(tb testing.TB) string {
 	return ln.Addr().String()
 }
 
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // childController is `herald controller` running as a child process.
 type childController struct {
 	id, addr, admin string
 	cmd             *exec.Cmd
-	log             *lockedBuffer
+	log             *testutil.LockedBuffer
 	exited          chan struct{}
 	err             error
 }
 
 func startChild(tb testing.TB, bin string, env []string, id string) *childController {
 	tb.Helper()
-	c := &childController{id: id, addr: freeAddr(tb), admin: freeAddr(tb), log: &lockedBuffer{}, exited: make(chan struct{})}
+	c := &childController{id: id, addr: freeAddr(tb), admin: freeAddr(tb), log: &testutil.LockedBuffer{}, exited: make(chan struct{})}
 	c.cmd = exec.Command(bin, "controller", "-id", id, "-addr", c.addr, "-admin-addr", c.admin)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stderr = c.log

@@ -303,7 +303,7 @@ func startPrometheus(t *testing.T, prom, alertsFile string, st *devstack.Stack) 
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	var logs syncBuffer
+	var logs testutil.LockedBuffer
 	cmd := exec.Command(prom,
 		"--config.file="+cfgFile,
 		"--storage.tsdb.path="+filepath.Join(tmp, "data"),
@@ -777,24 +777,6 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
-}
-
-// syncBuffer is a bytes.Buffer safe for a child process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var getJSON = testutil.GetJSON

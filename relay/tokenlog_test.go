@@ -1,40 +1,21 @@
 package relay
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/testutil"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the relay's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestTokensNeverLogged sends connection and subscription tokens (valid,
 // refreshed, expired, tampered, signed with another key, cut off inside
 // malformed JSON) through a relay logging at debug level, then checks that
 // its log holds no token and no token's signature.
 func TestTokensNeverLogged(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.LockedBuffer
 	e := startEnvLog(t, nil, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	addr := e.srv.Addr()
 	var secrets []string

@@ -3,9 +3,11 @@
 package testutil
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,4 +57,23 @@ func GetJSON(tb testing.TB, rawURL, bearer string, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// LockedBuffer is a bytes.Buffer that several goroutines may write (a
+// server's logger, a child process's output) while a test reads it.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
