@@ -10,6 +10,7 @@ import (
 	"time"
 
 	centrifuge "github.com/centrifugal/centrifuge-go"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-chat/herald/internal/auth"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
@@ -313,5 +314,36 @@ func TestInterestLifecycle(t *testing.T) {
 			t.Fatal("interest not removed after the last subscriber left")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFanoutLatencyObserved: every publication group a loop writes to its
+// subscribers is timed from the batch's arrival (herald_relay_fanout_seconds).
+func TestFanoutLatencyObserved(t *testing.T) {
+	e := startEnv(t, nil)
+	count := func() (uint64, float64) {
+		var d dto.Metric
+		if err := e.srv.m.fanoutLatency.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d.GetHistogram().GetSampleCount(), d.GetHistogram().GetSampleSum()
+	}
+	if n, _ := count(); n != 0 {
+		t.Fatalf("%d observations before any publication", n)
+	}
+	z := newSDKClient(t, e.srv.Addr(), token(t, "zoe", []string{"timed"}, nil, 0))
+	z.connect(t, "timed")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	data := msgData("timed")
+	for i := uint64(1); i <= 5; i++ {
+		if _, err := z.c.Publish(ctx, "timed", []byte(data(i))); err != nil {
+			t.Fatal(err)
+		}
+		z.waitPubs(t, "timed", int(i)) // one batch, one group each
+	}
+	n, sum := count()
+	if n != 5 || sum <= 0 || sum/float64(n) > 5 {
+		t.Fatalf("fan-out latency: %d observations, %.6f s in all; want 5, each above 0 and below 5 s", n, sum)
 	}
 }

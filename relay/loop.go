@@ -57,7 +57,11 @@ type loop struct {
 	// started).
 	work   []item
 	wi, wj int
-	open   map[string]int // coalesce scratch: channel → index in work
+	// written are the posted times of the publication items finished in
+	// this round, observed in herald_relay_fanout_seconds once the round's
+	// writes are done.
+	written []int64
+	open    map[string]int // coalesce scratch: channel → index in work
 	// ahead are the indices in work of the publication items of work[wi]'s
 	// channel queued behind it (catch-up, see lookahead).
 	ahead []int
@@ -146,6 +150,7 @@ func (l *loop) drain(context.Context) error {
 		}
 		more := l.deliverSome(deliverBudget)
 		l.flush()
+		l.observeWritten()
 		l.tmu.Lock()
 		// The next round's queue is spare: it must never be the array
 		// being run (or appends would overwrite it), so a large batch is
@@ -160,6 +165,19 @@ func (l *loop) drain(context.Context) error {
 			return nil
 		}
 	}
+}
+
+// observeWritten records the fan-out latency of the publication items
+// this round finished (their writes are done: flush ran).
+func (l *loop) observeWritten() {
+	if len(l.written) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	for _, p := range l.written {
+		l.srv.m.fanoutLatency.Observe(float64(now-p) / 1e9)
+	}
+	l.written = l.written[:0]
 }
 
 // flush writes every touched client's queued frames with one writev each.
@@ -381,6 +399,9 @@ func (l *loop) deliverSome(budget int) bool {
 			return true // budget used up inside this item
 		}
 		l.ahead = l.ahead[:0] // they were riding along with this item
+		if it := &l.work[l.wi]; it.kind == itemPub && it.posted != 0 {
+			l.written = append(l.written, it.posted)
+		}
 		l.work[l.wi] = item{}
 		l.wi++
 		if budget <= 0 && l.wi < len(l.work) {

@@ -14,6 +14,7 @@ type metrics struct {
 	bytesOut          prometheus.Counter
 	publishAck        prometheus.Histogram
 	fanout            prometheus.Histogram
+	fanoutLatency     prometheus.Histogram
 	slowDisconnects   prometheus.Counter
 	controllerStreams *prometheus.GaugeVec
 	pushesDropped     *prometheus.CounterVec
@@ -39,6 +40,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "broadcast_fanout", Help: "Local subscribers a publication was delivered to, per event loop task.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		fanoutLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds", Help: "Time from a controller batch's arrival at the relay until an event loop has written one of its publication groups to every local subscriber it has (queueing behind earlier fan-outs included), per group and event loop.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
 		slowDisconnects:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound bytes exceeded the cap."}),
 		controllerStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "controller_streams", Help: "Controller streams by state (up, down)."}, []string{"state"}),
 		pushesDropped:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_dropped_total", Help: "Publications not broadcast, by reason (duplicate, overflow, unknown)."}, []string{"reason"}),
@@ -62,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.connections, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
-			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
+			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.fanoutLatency, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
 			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks)
 	}
 	return m

@@ -40,6 +40,9 @@ type item struct {
 	// of the channel (loop.lookahead), so no later group may be merged into
 	// it (they would then need a copy of the rest).
 	ahead bool
+	// posted is when the router handed the item to the loop (unix ns; 0 in
+	// tests that deliver directly): the start of herald_relay_fanout_seconds.
+	posted int64
 }
 
 // pushGroup is a run of consecutive publications of one channel (seqs
@@ -262,6 +265,7 @@ func (r *router) dispatch(b *batch) {
 	for _, g := range b.groups {
 		g.finish()
 	}
+	now := time.Now().UnixNano()
 	for li, items := range b.perLoop {
 		if len(items) == 0 {
 			continue
@@ -269,6 +273,9 @@ func (r *router) dispatch(b *batch) {
 		l := r.srv.loopAt(li)
 		if l == nil {
 			continue
+		}
+		for i := range items {
+			items[i].posted = now
 		}
 		l.post(items)
 	}
