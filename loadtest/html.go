@@ -117,7 +117,7 @@ func summaryRows(res *Result) []row {
 			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.RecoveredPubs), Bad: rc.NotRecovered > 0})
 	}
 	if s := res.Server; s != nil {
-		rows = append(rows, row{K: "server", V: fmt.Sprintf("pid %d: RSS max %s, end %s; CPU avg %.0f%%, max %.0f%%", s.PID, humanBytes(s.RSSMax), humanBytes(s.RSSEnd), s.CPUAvgPct, s.CPUMaxPct)})
+		rows = append(rows, row{K: "server", V: s.describe(res.Scenario)})
 	}
 	rows = append(rows, row{K: "load tester", V: fmt.Sprintf("%.1f CPU s, %.0f%% average in the window", res.Client.CPUSeconds, res.Client.CPUAvgPct)})
 	if res.Aborted {

@@ -297,6 +297,18 @@ func buildResult(cfg *Config, reps []*report, tl timeline, samples []Sample, sta
 	return res
 }
 
+// describe is the server's line of the summary and the HTML report. The
+// RSS per connection is shown for idle runs only: with traffic, RSS also
+// grows with buffers.
+func (s *ServerStats) describe(scenario string) string {
+	slope := ""
+	if s.RSSPerConn > 0 && scenario == ScenarioIdle {
+		slope = fmt.Sprintf(", %.0f B per connection (slope)", s.RSSPerConn)
+	}
+	return fmt.Sprintf("pid %d: RSS max %s, end %s%s; CPU avg %.0f%%, max %.0f%%",
+		s.PID, humanBytes(s.RSSMax), humanBytes(s.RSSEnd), slope, s.CPUAvgPct, s.CPUMaxPct)
+}
+
 // RSSSlope is the least-squares slope of server RSS (bytes) against ready
 // connections over the samples that have an RSS, from the baseline before
 // the first connection to the end of the drain. Samples taken while the
@@ -386,12 +398,7 @@ func (res *Result) WriteSummary(w io.Writer) {
 			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.EpochChanged, rc.RecoveredPubs)
 	}
 	if s := res.Server; s != nil {
-		slope := ""
-		if s.RSSPerConn > 0 && res.Scenario == ScenarioIdle { // with traffic, RSS also grows with buffers
-			slope = fmt.Sprintf(", %.0f B per connection (slope)", s.RSSPerConn)
-		}
-		fmt.Fprintf(w, "server pid %d: RSS max %s, end %s%s; CPU avg %.0f%%, max %.0f%%\n",
-			s.PID, humanBytes(s.RSSMax), humanBytes(s.RSSEnd), slope, s.CPUAvgPct, s.CPUMaxPct)
+		fmt.Fprintf(w, "server %s\n", s.describe(res.Scenario))
 	}
 	fmt.Fprintf(w, "load tester: %.1f CPU s, avg %.0f%% in the window\n", res.Client.CPUSeconds, res.Client.CPUAvgPct)
 	if len(res.Errors) > 0 {

@@ -1,6 +1,9 @@
 package loadtest
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRSSSlope(t *testing.T) {
 	s := func(conns int, rss uint64) Sample { return Sample{Conns: conns, ServerRSS: rss, Phase: "steady"} }
@@ -26,5 +29,15 @@ func TestRSSSlope(t *testing.T) {
 				t.Errorf("RSSSlope = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+}
+
+func TestServerLineShowsSlopeForIdleOnly(t *testing.T) {
+	s := &ServerStats{PID: 7, RSSMax: 70 << 20, RSSEnd: 69 << 20, RSSPerConn: 1463.4, CPUAvgPct: 3, CPUMaxPct: 5}
+	if got := s.describe(ScenarioIdle); !strings.Contains(got, "1463 B per connection (slope)") {
+		t.Errorf("idle: %q, want the slope", got)
+	}
+	if got := s.describe(ScenarioChat); strings.Contains(got, "per connection") {
+		t.Errorf("chat: %q, want no slope", got)
 	}
 }
