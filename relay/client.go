@@ -74,6 +74,8 @@ type client struct {
 	// once they are answered (closeAfterPublishes), so it learns the
 	// outcome of every publish it made instead of "disconnected".
 	publishing int32
+	// connIdx is the client's index in its loop's conns (see addConn).
+	connIdx int32
 
 	// frag is the fragmented message being reassembled, nil between
 	// messages (most connections never send one): its state lives behind

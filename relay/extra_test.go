@@ -46,7 +46,7 @@ func TestSlowConsumerDisconnect(t *testing.T) {
 	var clients []*client
 	for _, c := range []*slowConn{fast, slow} {
 		cl := &client{c: c, l: l, state: stateConnected}
-		l.conns[cl] = struct{}{}
+		l.addConn(cl)
 		l.addSub(cl, &subscription{ch: "room", state: subLive})
 		clients = append(clients, cl)
 	}
@@ -78,7 +78,7 @@ func TestPendingOrderAcrossRecovery(t *testing.T) {
 	_, l := benchServer(t, "room", 0)
 	c := &slowConn{}
 	cl := &client{c: c, l: l, state: stateConnected}
-	l.conns[cl] = struct{}{}
+	l.addConn(cl)
 	sub := &subscription{ch: "room", state: subRecovering, epoch: "e", init: &subInit{cmdID: 9, recover: true}}
 	l.addSub(cl, sub)
 	mk := func(seq uint64) item {

@@ -21,7 +21,12 @@ type loop struct {
 	el  gnet.EventLoop
 	srv *Server
 
-	conns map[*client]struct{}
+	// conns are the loop's open connections, in no particular order (a
+	// slice: 8 bytes each, and the timer pass walks it every tick; a map
+	// cost 32 bytes per connection). Walks go from the end: closing the
+	// client being visited moves the last one, already visited, into its
+	// place (removeConn), so none is skipped.
+	conns []*client
 	// subs maps a channel to the local subscriptions of this loop (a slice:
 	// 8 bytes per subscriber, and fan-out iterates it).
 	subs map[string]*chanSubs
@@ -74,7 +79,27 @@ type loop struct {
 const deliverBudget = 1024
 
 func newLoop(idx int, el gnet.EventLoop, srv *Server) *loop {
-	return &loop{idx: idx, el: el, srv: srv, conns: map[*client]struct{}{}, subs: map[string]*chanSubs{}, wj: -1}
+	return &loop{idx: idx, el: el, srv: srv, subs: map[string]*chanSubs{}, wj: -1}
+}
+
+// addConn adds cl to the loop's connections.
+func (l *loop) addConn(cl *client) {
+	cl.connIdx = int32(len(l.conns))
+	l.conns = append(l.conns, cl)
+}
+
+// removeConn removes cl from the loop's connections: the last one takes
+// its place.
+func (l *loop) removeConn(cl *client) {
+	i, last := int(cl.connIdx), len(l.conns)-1
+	if i < 0 || i > last || l.conns[i] != cl {
+		return
+	}
+	moved := l.conns[last]
+	l.conns[i], moved.connIdx = moved, int32(i)
+	l.conns[last] = nil
+	l.conns = l.conns[:last]
+	cl.connIdx = -1
 }
 
 // post queues router deliveries, in order after those posted before. It is
@@ -198,7 +223,11 @@ func (l *loop) tick(now time.Time) {
 	cfg := &l.srv.cfg
 	idle := int64(cfg.IdleTimeout)
 	l.expirePublishes(n)
-	for cl := range l.conns {
+	for i := len(l.conns) - 1; i >= 0; i-- {
+		if i >= len(l.conns) {
+			continue
+		}
+		cl := l.conns[i]
 		switch cl.state {
 		case stateHTTP:
 			if n > cl.deadline {
@@ -559,10 +588,14 @@ func (l *loop) drainStep(frac float64) {
 	if frac >= 1 {
 		want = math.MaxInt
 	}
-	for cl := range l.conns {
+	for i := len(l.conns) - 1; i >= 0; i-- {
 		if l.drained >= want {
 			break
 		}
+		if i >= len(l.conns) {
+			continue
+		}
+		cl := l.conns[i]
 		if cl.state >= stateClosing {
 			continue
 		}

@@ -78,7 +78,7 @@ func TestDeliverInChunks(t *testing.T) {
 	add := func(last uint64) {
 		c := &slowConn{}
 		cl := &client{c: c, l: l, state: stateConnected}
-		l.conns[cl] = struct{}{}
+		l.addConn(cl)
 		sub := &subscription{ch: "room", state: subLive, last: last}
 		l.addSub(cl, sub)
 		conns, subs = append(conns, c), append(subs, sub)
@@ -122,7 +122,7 @@ func TestCoalesceQueuedGroups(t *testing.T) {
 	_, l := benchServer(t, "room", 0)
 	c := &slowConn{}
 	cl := &client{c: c, l: l, state: stateConnected}
-	l.conns[cl] = struct{}{}
+	l.addConn(cl)
 	l.addSub(cl, &subscription{ch: "room", state: subLive})
 	mk := func(ch string, seq uint64) item {
 		return pubItem(&heraldv1.Publication{Channel: ch, Seq: seq, Message: &heraldv1.Message{Data: []byte(`1`)}})
@@ -189,7 +189,7 @@ func TestCatchUpRidesAlong(t *testing.T) {
 	for i := range conns {
 		conns[i] = &writevConn{}
 		cl := &client{c: conns[i], l: l, state: stateConnected}
-		l.conns[cl] = struct{}{}
+		l.addConn(cl)
 		l.addSub(cl, &subscription{ch: "room", state: subLive})
 	}
 	mk := func(seq uint64, data string) item {
@@ -265,14 +265,14 @@ func TestCatchUpEndsWithItsFanout(t *testing.T) {
 	var room []*subscription
 	for range 2*deliverBudget + 1 {
 		cl := &client{c: &benchConn{}, l: l, state: stateConnected}
-		l.conns[cl] = struct{}{}
+		l.addConn(cl)
 		sub := &subscription{ch: "room", state: subLive}
 		l.addSub(cl, sub)
 		room = append(room, sub)
 	}
 	other := &writevConn{}
 	ocl := &client{c: other, l: l, state: stateConnected}
-	l.conns[ocl] = struct{}{}
+	l.addConn(ocl)
 	l.addSub(ocl, &subscription{ch: "other", state: subLive})
 	mk := func(ch string, seq uint64) item {
 		return pubItem(&heraldv1.Publication{Channel: ch, Seq: seq, Message: &heraldv1.Message{Data: []byte(`1`)}})

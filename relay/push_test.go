@@ -19,7 +19,7 @@ func TestPushGroups(t *testing.T) {
 	for i, last := range []uint64{0, 2, 9} {
 		conns[i] = &slowConn{}
 		cl := &client{c: conns[i], l: l, state: stateConnected}
-		l.conns[cl] = struct{}{}
+		l.addConn(cl)
 		subs[i] = &subscription{ch: "room", state: subLive, last: last}
 		l.addSub(cl, subs[i])
 		s.router.shard("room").m["room"].perLoop[0]++

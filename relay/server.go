@@ -266,7 +266,11 @@ func (s *Server) shutdown() {
 		wg.Add(1)
 		l.execute(func() {
 			defer wg.Done()
-			for cl := range l.conns {
+			for i := len(l.conns) - 1; i >= 0; i-- {
+				if i >= len(l.conns) {
+					continue
+				}
+				cl := l.conns[i]
 				if cl.state == stateHTTP {
 					cl.state = stateClosing
 					_ = cl.c.Close()
@@ -410,7 +414,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopOf(c.EventLoop())
 	cl := &client{c: c, l: l, deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano()}
 	c.SetContext(cl)
-	l.conns[cl] = struct{}{}
+	l.addConn(cl)
 	s.open.Add(1)
 	s.m.connections.Inc()
 	return nil, gnet.None
@@ -434,7 +438,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cl.state = stateClosed
 	l := cl.l
-	delete(l.conns, cl)
+	l.removeConn(cl)
 	for len(cl.subs) > 0 {
 		l.removeSub(cl, cl.subs[len(cl.subs)-1])
 	}
