@@ -23,9 +23,7 @@ type loop struct {
 
 	// conns are the loop's open connections, in no particular order (a
 	// slice: 8 bytes each, and the timer pass walks it every tick; a map
-	// cost 32 bytes per connection). Walks go from the end: closing the
-	// client being visited moves the last one, already visited, into its
-	// place (removeConn), so none is skipped.
+	// cost 32 bytes per connection). Walk it with allConns.
 	conns []*client
 	// subs maps a channel to the local subscriptions of this loop (a slice:
 	// 8 bytes per subscriber, and fan-out iterates it).
@@ -100,6 +98,17 @@ func (l *loop) removeConn(cl *client) {
 	l.conns[last] = nil
 	l.conns = l.conns[:last]
 	cl.connIdx = -1
+}
+
+// allConns yields the loop's connections, last first: the visited client
+// may close (removeConn moves the last one, already visited, into its
+// place), so none is skipped.
+func (l *loop) allConns(yield func(*client) bool) {
+	for i := len(l.conns) - 1; i >= 0; i-- {
+		if i < len(l.conns) && !yield(l.conns[i]) {
+			return
+		}
+	}
 }
 
 // post queues router deliveries, in order after those posted before. It is
@@ -223,11 +232,7 @@ func (l *loop) tick(now time.Time) {
 	cfg := &l.srv.cfg
 	idle := int64(cfg.IdleTimeout)
 	l.expirePublishes(n)
-	for i := len(l.conns) - 1; i >= 0; i-- {
-		if i >= len(l.conns) {
-			continue
-		}
-		cl := l.conns[i]
+	for cl := range l.allConns {
 		switch cl.state {
 		case stateHTTP:
 			if n > cl.deadline {
@@ -588,14 +593,10 @@ func (l *loop) drainStep(frac float64) {
 	if frac >= 1 {
 		want = math.MaxInt
 	}
-	for i := len(l.conns) - 1; i >= 0; i-- {
+	for cl := range l.allConns {
 		if l.drained >= want {
 			break
 		}
-		if i >= len(l.conns) {
-			continue
-		}
-		cl := l.conns[i]
 		if cl.state >= stateClosing {
 			continue
 		}

@@ -266,11 +266,7 @@ func (s *Server) shutdown() {
 		wg.Add(1)
 		l.execute(func() {
 			defer wg.Done()
-			for i := len(l.conns) - 1; i >= 0; i-- {
-				if i >= len(l.conns) {
-					continue
-				}
-				cl := l.conns[i]
+			for cl := range l.allConns {
 				if cl.state == stateHTTP {
 					cl.state = stateClosing
 					_ = cl.c.Close()
