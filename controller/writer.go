@@ -31,6 +31,7 @@ type batchWriter struct {
 
 	mu      sync.Mutex
 	pending []chunk
+	queued  int // messages in pending
 	backlog int // messages added and not yet persisted (pending + in flight)
 	paused  bool
 
@@ -60,7 +61,13 @@ func newBatchWriter(s *Server, part int32) *batchWriter {
 func (w *batchWriter) add(c chunk) {
 	n := len(c.msgs)
 	w.mu.Lock()
+	// The writer needs waking only when it has nothing armed: pending was
+	// empty (it sleeps without a timer) or the batch just became full. In
+	// between, its timer for the oldest chunk fires anyway; waking it on
+	// every poll cost a goroutine wake-up per poll and partition.
+	wake := len(w.pending) == 0 || (w.queued < w.s.cfg.BatchMessages && w.queued+n >= w.s.cfg.BatchMessages)
 	w.pending = append(w.pending, c)
+	w.queued += n
 	w.backlog += n
 	pause := !w.paused && w.backlog >= w.s.cfg.MaxBacklog
 	if pause {
@@ -73,9 +80,11 @@ func (w *batchWriter) add(c chunk) {
 		w.s.m.pausedPartitions.Inc()
 		w.log.Warn("store lags: pausing fetch", "backlog", n)
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -105,11 +114,7 @@ func (w *batchWriter) take(force bool) (batch []chunk, wait time.Duration) {
 	if len(w.pending) == 0 {
 		return nil, -1
 	}
-	n := 0
-	for _, c := range w.pending {
-		n += len(c.msgs)
-	}
-	if !force && n < w.s.cfg.BatchMessages {
+	if !force && w.queued < w.s.cfg.BatchMessages {
 		age := time.Since(w.pending[0].at)
 		if age < w.s.cfg.BatchInterval {
 			return nil, w.s.cfg.BatchInterval - age
@@ -120,6 +125,7 @@ func (w *batchWriter) take(force bool) (batch []chunk, wait time.Duration) {
 		msgs += len(w.pending[k].msgs)
 		k++
 	}
+	w.queued -= msgs
 	batch = make([]chunk, k)
 	copy(batch, w.pending[:k])
 	clear(w.pending[:k])
