@@ -74,8 +74,9 @@ type client struct {
 	// once they are answered (closeAfterPublishes), so it learns the
 	// outcome of every publish it made instead of "disconnected".
 	publishing int32
-	// connIdx is the client's index in its loop's conns (see addConn).
-	connIdx int32
+	// wheelPos is the client's place in its loop's timer wheel: slot <<
+	// wheelIdxBits | index in the slot (see wheel.go).
+	wheelPos uint32
 
 	// frag is the fragmented message being reassembled, nil between
 	// messages (most connections never send one): its state lives behind
@@ -224,6 +225,7 @@ func (cl *client) onTraffic() {
 		now := time.Now()
 		cl.deadline = now.Add(srv.cfg.HandshakeTimeout).UnixNano()
 		cl.lastFrame = now.UnixNano()
+		cl.l.reschedule(cl)
 	}
 	maxMsg := uint64(srv.cfg.MaxMessageSize)
 	frames := 0
@@ -552,6 +554,7 @@ func (cl *client) setExpiry(claims *auth.Claims, expires *bool, ttl *uint32) {
 		*expires = true
 		*ttl = ttlSeconds(exp.UnixNano())
 	}
+	cl.l.reschedule(cl)
 }
 
 // ttlSeconds is the protocol's ttl of an expiry (at least 1).
@@ -578,6 +581,7 @@ func (cl *client) recomputeSubExpiry() {
 			cl.subExpiry = s.expiresAt
 		}
 	}
+	cl.l.reschedule(cl)
 }
 
 func (cl *client) finishConnect() {
@@ -596,6 +600,7 @@ func (cl *client) finishConnect() {
 	cl.enqueueJSON(cl.l.scratch)
 	cl.state = stateConnected
 	cl.nextPing = firstPing(time.Now(), srv.cfg.PingInterval)
+	cl.l.reschedule(cl)
 	srv.m.connects.Inc()
 	if cl.early != nil {
 		cl.l.execute(cl.replayEarly)
@@ -1139,6 +1144,7 @@ func (cl *client) linger() {
 	cl.lingering = true
 	cl.deadline = time.Now().Add(closeLinger).UnixNano()
 	cl.shutWrite()
+	cl.l.reschedule(cl)
 }
 
 // shutWrite sends end of stream once the close frame has left gnet's

@@ -145,7 +145,7 @@ func TestPermessageDeflate(t *testing.T) {
 		for _, l := range e.srv.allLoops() {
 			l.execute(func() {
 				found := false
-				for _, cl := range l.conns {
+				for cl := range l.allConns {
 					if cl.state == stateConnected && cl.deflate {
 						found = true
 					}

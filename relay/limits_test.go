@@ -199,6 +199,16 @@ func subTokenExpiring(t testing.TB, user, channel string, exp time.Time) string 
 	return s
 }
 
+// closedInTime fails unless an expiry at exp (+ the test's 100 ms
+// ExpiredCloseDelay) was enforced within a few timer ticks, not at the
+// connection's next ping (12-25 s later with the default interval).
+func closedInTime(t *testing.T, exp time.Time) {
+	t.Helper()
+	if late := time.Since(exp); late > 2*time.Second {
+		t.Fatalf("closed %v after the token expired, want within a few 250 ms ticks", late.Round(time.Millisecond))
+	}
+}
+
 func TestTokenExpiry(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.ExpiredCloseDelay = 100 * time.Millisecond })
 	addr := e.srv.Addr()
@@ -220,10 +230,20 @@ func TestTokenExpiry(t *testing.T) {
 		other.write(textFrame(`{"id":2,"refresh":{"token":"` + token(t, "mallory", nil, nil, time.Hour) + `"}}`))
 		other.expectClose(3500)
 
+		// A refresh may also shorten the expiry: the timer must follow.
+		shortened, _ := connectRaw(t, addr, token(t, "shortened", nil, nil, time.Hour))
+		shortened.write(textFrame(`{"id":2,"refresh":{"token":"` + tokenExpiring(t, "shortened", nil, nil, exp) + `"}}`))
+		if r := decodeReply(t, shortened.readText()); r.Refresh == nil || !r.Refresh.Expires || r.Refresh.TTL > 2 {
+			t.Fatalf("shortening refresh reply %+v", r)
+		}
+
 		late.expectClose(3005)
 		if time.Now().Before(exp.Truncate(time.Second)) { // JWT exp has second precision
 			t.Fatal("closed before the token expired")
 		}
+		closedInTime(t, exp)
+		shortened.expectClose(3005)
+		closedInTime(t, exp)
 		fresh.write(textFrame(`{"id":3,"ping":{}}`))
 		if r := decodeReply(t, fresh.readText()); r.ID != 3 {
 			t.Fatalf("refreshed connection: %+v", r)
@@ -250,6 +270,7 @@ func TestTokenExpiry(t *testing.T) {
 			t.Fatalf("sub_refresh of a channel not subscribed: %+v", r)
 		}
 		late.expectClose(3006)
+		closedInTime(t, exp)
 		fresh.write(textFrame(`{"id":5,"ping":{}}`))
 		if r := decodeReply(t, fresh.readText()); r.ID != 5 {
 			t.Fatalf("refreshed subscription: %+v", r)

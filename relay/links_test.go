@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +168,7 @@ func TestRecoveryAfterDroppedConnection(t *testing.T) {
 	dropped := make(chan struct{})
 	for _, l := range e.srv.allLoops() {
 		l.execute(func() {
-			for _, cl := range slices.Clone(l.conns) { // Close removes from l.conns
+			for cl := range l.allConns {
 				if cl.claims != nil && cl.claims.Subject == "dropped" {
 					_ = cl.c.Close() // no close frame: the network went away
 					close(dropped)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"strconv"
 	"sync"
 	"time"
 
@@ -21,10 +20,13 @@ type loop struct {
 	el  gnet.EventLoop
 	srv *Server
 
-	// conns are the loop's open connections, in no particular order (a
-	// slice: 8 bytes each, and the timer pass walks it every tick; a map
-	// cost 32 bytes per connection). Walk it with allConns.
-	conns []*client
+	// wheel holds the loop's open connections, each in the slot of the
+	// timer tick at which its next deadline falls due (wheel.go); slices:
+	// 8 bytes per connection. Walk all of them with allConns.
+	wheel     [wheelSlots][]*client
+	nconns    int
+	tickEvery int64 // ns between timer ticks
+	lastTick  int64 // the last tick run (absolute: unix ns / tickEvery)
 	// subs maps a channel to the local subscriptions of this loop (a slice:
 	// 8 bytes per subscriber, and fan-out iterates it).
 	subs map[string]*chanSubs
@@ -77,38 +79,9 @@ type loop struct {
 const deliverBudget = 1024
 
 func newLoop(idx int, el gnet.EventLoop, srv *Server) *loop {
-	return &loop{idx: idx, el: el, srv: srv, subs: map[string]*chanSubs{}, wj: -1}
-}
-
-// addConn adds cl to the loop's connections.
-func (l *loop) addConn(cl *client) {
-	cl.connIdx = int32(len(l.conns))
-	l.conns = append(l.conns, cl)
-}
-
-// removeConn removes cl from the loop's connections: the last one takes
-// its place.
-func (l *loop) removeConn(cl *client) {
-	i, last := int(cl.connIdx), len(l.conns)-1
-	if i < 0 || i > last || l.conns[i] != cl {
-		return
-	}
-	moved := l.conns[last]
-	l.conns[i], moved.connIdx = moved, int32(i)
-	l.conns[last] = nil
-	l.conns = l.conns[:last]
-	cl.connIdx = -1
-}
-
-// allConns yields the loop's connections, last first: the visited client
-// may close (removeConn moves the last one, already visited, into its
-// place), so none is skipped.
-func (l *loop) allConns(yield func(*client) bool) {
-	for i := len(l.conns) - 1; i >= 0; i-- {
-		if i < len(l.conns) && !yield(l.conns[i]) {
-			return
-		}
-	}
+	l := &loop{idx: idx, el: el, srv: srv, subs: map[string]*chanSubs{}, wj: -1, tickEvery: int64(tickInterval(&srv.cfg))}
+	l.lastTick = l.tickOf(time.Now().UnixNano())
+	return l
 }
 
 // post queues router deliveries, in order after those posted before. It is
@@ -224,59 +197,54 @@ func (l *loop) flush() {
 	l.arena.reset()
 }
 
-// tick runs the per-connection timers: handshake deadline (slowloris),
-// idle timeout, pings, pong timeout, token and subscription token expiry.
-func (l *loop) tick(now time.Time) {
-	l.srv.m.loopLag.WithLabelValues(strconv.Itoa(l.idx)).Observe(time.Since(now).Seconds())
-	n := now.UnixNano()
+// check runs cl's timers at unix time n: handshake deadline (slowloris),
+// idle timeout, pings, pong timeout, token and subscription token expiry,
+// close linger. It runs when cl's slot in the timer wheel comes up.
+func (l *loop) check(cl *client, n int64) {
 	cfg := &l.srv.cfg
 	idle := int64(cfg.IdleTimeout)
-	l.expirePublishes(n)
-	for cl := range l.allConns {
-		switch cl.state {
-		case stateHTTP:
+	switch cl.state {
+	case stateHTTP:
+		if n > cl.deadline {
+			// The upgrade request did not complete in time.
+			_, _ = cl.c.Write([]byte("HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			cl.state = stateClosing
+			_ = cl.c.Close()
+		}
+	case stateClosing:
+		if cl.lingering {
 			if n > cl.deadline {
-				// The upgrade request did not complete in time.
-				_, _ = cl.c.Write([]byte("HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
-				cl.state = stateClosing
+				cl.lingering = false
 				_ = cl.c.Close()
+			} else {
+				cl.shutWrite()
 			}
-		case stateClosing:
-			if cl.lingering {
-				if n > cl.deadline {
-					cl.lingering = false
-					_ = cl.c.Close()
-				} else {
-					cl.shutWrite()
-				}
-			}
-		case stateWS:
-			if n > cl.deadline || n-cl.lastFrame > idle {
-				cl.disconnect(discStale)
-			}
-		case stateConnected:
-			if cl.expiresAt != 0 && n > cl.expiresAt {
-				cl.disconnect(discExpired)
-				continue
-			}
-			if cl.subExpiry != 0 && n > cl.subExpiry {
-				cl.disconnect(protocol.DisconnectSubExpired)
-				continue
-			}
-			if (cl.pongDeadline != 0 && n > cl.pongDeadline) || n-cl.lastFrame > idle {
-				cl.disconnect(discNoPong)
-				continue
-			}
-			if n >= cl.nextPing {
-				cl.enqueueJSON(append(l.scratch[:0], '{', '}'))
-				cl.nextPing = n + int64(cfg.PingInterval)
-				if cl.pongDeadline == 0 {
-					cl.pongDeadline = n + int64(cfg.PongTimeout)
-				}
+		}
+	case stateWS:
+		if n > cl.deadline || n-cl.lastFrame > idle {
+			cl.disconnect(discStale)
+		}
+	case stateConnected:
+		if cl.expiresAt != 0 && n > cl.expiresAt {
+			cl.disconnect(discExpired)
+			return
+		}
+		if cl.subExpiry != 0 && n > cl.subExpiry {
+			cl.disconnect(protocol.DisconnectSubExpired)
+			return
+		}
+		if (cl.pongDeadline != 0 && n > cl.pongDeadline) || n-cl.lastFrame > idle {
+			cl.disconnect(discNoPong)
+			return
+		}
+		if n >= cl.nextPing {
+			cl.enqueueJSON(append(l.scratch[:0], '{', '}'))
+			cl.nextPing = n + int64(cfg.PingInterval)
+			if cl.pongDeadline == 0 {
+				cl.pongDeadline = n + int64(cfg.PongTimeout)
 			}
 		}
 	}
-	l.flush()
 }
 
 func (l *loop) getIOV() [][]byte {
@@ -587,7 +555,7 @@ func (l *loop) lookahead() {
 // shutdown (connections still in the HTTP upgrade are just closed).
 func (l *loop) drainStep(frac float64) {
 	if l.drainTotal == 0 && l.drained == 0 {
-		l.drainTotal = len(l.conns)
+		l.drainTotal = l.nconns
 	}
 	want := int(math.Ceil(frac * float64(l.drainTotal)))
 	if frac >= 1 {

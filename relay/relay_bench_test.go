@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"testing"
@@ -145,25 +144,60 @@ func pubItem(p *heraldv1.Publication) item {
 	return item{kind: itemPub, ch: p.GetChannel(), grp: g}
 }
 
-// BenchmarkTick runs the loop's timer pass over 100,000 idle connected
-// clients with no timer due: how long every tick holds the loop. The
-// connections are shuffled: in a running relay they come and go, so the
-// walk does not visit clients in allocation order.
+// BenchmarkTick runs the loop's timer ticks, one tick interval apart, over
+// 100,000 connected clients: how long every tick holds the loop (ns/conn is
+// per tick and connection of the loop).
+//   - idle: no timer due (frames keep arriving, so the idle timeout never
+//     nears; pings far away);
+//   - pinging: pings due uniformly over the ping interval, as in a running
+//     relay (firstPing), each answered at once (the pong is simulated
+//     outside the timing by clearing the pong deadline).
 func BenchmarkTick(b *testing.B) {
 	const n = 100_000
-	_, l := benchServer(b, "room", 0)
-	now := time.Now()
-	for i := 0; i < n; i++ {
-		cl := &client{c: &benchConn{}, l: l, state: stateConnected, lastFrame: now.UnixNano(), nextPing: now.Add(time.Hour).UnixNano()}
-		l.addConn(cl)
+	run := func(b *testing.B, pinging bool) {
+		s, l := benchServer(b, "room", 0)
+		now := time.Now()
+		never := now.Add(10 * 365 * 24 * time.Hour).UnixNano() // b.Loop may run a million ticks
+		clients := make([]*client, n)
+		for i := range clients {
+			cl := &client{c: &benchConn{}, l: l, state: stateConnected, lastFrame: never, nextPing: never}
+			if pinging {
+				cl.lastFrame = now.UnixNano()
+				cl.nextPing = firstPing(now, s.cfg.PingInterval) - int64(s.cfg.PingInterval)/2
+			}
+			l.addConn(cl)
+			clients[i] = cl
+		}
+		step := time.Duration(l.tickEvery)
+		pinged := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			now = now.Add(step)
+			l.tick(now)
+			if !pinging {
+				continue
+			}
+			b.StopTimer()
+			for _, cl := range clients {
+				if cl.pongDeadline != 0 {
+					cl.pongDeadline = 0
+					cl.lastFrame = now.UnixNano()
+					pinged++
+				}
+			}
+			b.StartTimer()
+		}
+		if pinging && pinged == 0 {
+			b.Fatal("no ping was sent")
+		}
+		for _, cl := range clients {
+			if cl.state != stateConnected {
+				b.Fatal("a client was disconnected")
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/conn")
+		b.ReportMetric(float64(pinged)/float64(b.N), "pings/tick")
 	}
-	rand.Shuffle(len(l.conns), func(i, j int) {
-		l.conns[i], l.conns[j] = l.conns[j], l.conns[i]
-		l.conns[i].connIdx, l.conns[j].connIdx = int32(i), int32(j)
-	})
-	b.ReportAllocs()
-	for b.Loop() {
-		l.tick(now)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/conn")
+	b.Run("idle", func(b *testing.B) { run(b, false) })
+	b.Run("pinging", func(b *testing.B) { run(b, true) })
 }

@@ -362,13 +362,7 @@ func (s *Server) yielder(ctx context.Context) {
 
 // ticker drives the per-connection timers of every loop.
 func (s *Server) ticker(ctx context.Context) {
-	// At most 250 ms: the pings due in one tick go out (and their pongs come
-	// back) as one burst per loop, so a finer tick keeps each burst small
-	// (400 pings/s for 10,000 connections at 25 s → ~50 per loop and tick);
-	// a tick is one pass over the loop's connections.
-	d := min(s.cfg.PingInterval, s.cfg.PongTimeout, s.cfg.HandshakeTimeout, s.cfg.IdleTimeout) / 4
-	d = max(min(d, 250*time.Millisecond), 20*time.Millisecond)
-	t := time.NewTicker(d)
+	t := time.NewTicker(tickInterval(&s.cfg))
 	defer t.Stop()
 	for {
 		select {
