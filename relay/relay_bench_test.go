@@ -52,6 +52,12 @@ func benchServer(tb testing.TB, ch string, n int) (*Server, *loop) {
 	s.router = newRouter(s)
 	l := newLoop(0, nil, s)
 	s.loops[0] = l
+	addBenchChannel(s, l, ch, n)
+	return s, l
+}
+
+// addBenchChannel adds a synced channel with n connected subscribers on l.
+func addBenchChannel(s *Server, l *loop, ch string, n int) {
 	sh := s.router.shard(ch)
 	sh.m[ch] = &entry{ch: ch, state: entrySynced, epoch: "e", perLoop: make([]int32, 1)}
 	for i := 0; i < n; i++ {
@@ -61,7 +67,6 @@ func benchServer(tb testing.TB, ch string, n int) (*Server, *loop) {
 		sh.m[ch].perLoop[0]++
 		sh.m[ch].total++
 	}
-	return s, l
 }
 
 // BenchmarkFanout delivers one encoded push to 1000 local subscribers: the
@@ -104,6 +109,34 @@ func BenchmarkRouterBatch(b *testing.B) {
 		s.router.handleBatch(pubs)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(pubs)*subs), "ns/delivery")
+}
+
+// BenchmarkRouterBatchRooms is the chat shape of BenchmarkRouterBatch: a
+// controller batch of 16 publications of 16 different channels (rooms),
+// each with 10 subscribers on the loop: one group, one frame and one item
+// per publication.
+func BenchmarkRouterBatchRooms(b *testing.B) {
+	const rooms, subs = 16, 10
+	s, l := benchServer(b, "room-0", subs)
+	l.el = inlineLoop{}
+	pubs := make([]*heraldv1.Publication, rooms)
+	for i := range pubs {
+		ch := "room-" + strconv.Itoa(i)
+		if i > 0 {
+			addBenchChannel(s, l, ch, subs)
+		}
+		pubs[i] = &heraldv1.Publication{Channel: ch, Epoch: "e", Message: &heraldv1.Message{Sender: "u", Data: []byte(`{"text":"hello"}`)}}
+	}
+	seq := uint64(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		seq++
+		for _, p := range pubs {
+			p.Seq = seq
+		}
+		s.router.handleBatch(pubs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rooms*subs), "ns/delivery")
 }
 
 // BenchmarkParseFrame parses and unmasks one 256-byte client frame.

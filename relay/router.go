@@ -132,6 +132,12 @@ type router struct {
 	qmu    sync.Mutex
 	queue  []string
 	notify chan struct{}
+
+	// batches recycles batch structs with their per-loop slices and group
+	// map: a controller batch of n publications would otherwise allocate
+	// them afresh (the per-loop slices growing 1, 2, 4… items of 96 bytes).
+	// Loops copy the items they are posted, so a dispatched batch is free.
+	batches sync.Pool
 }
 
 func newRouter(srv *Server) *router {
@@ -228,7 +234,33 @@ type batch struct {
 }
 
 func (r *router) newBatch() *batch {
+	if b, _ := r.batches.Get().(*batch); b != nil && len(b.perLoop) == r.srv.numLoops {
+		return b
+	}
 	return &batch{perLoop: make([][]item, r.srv.numLoops)}
+}
+
+// maxPooledItems bounds the per-loop slice kept by a recycled batch (a
+// recovery's catch-up can make one of thousands of items).
+const maxPooledItems = 4096
+
+// release recycles b; nothing of it may be used afterwards.
+func (r *router) release(b *batch) {
+	for li, items := range b.perLoop {
+		if cap(items) > maxPooledItems {
+			b.perLoop[li] = nil
+			continue
+		}
+		clear(items) // drop the groups and strings they point to
+		b.perLoop[li] = items[:0]
+	}
+	if cap(b.groups) > maxPooledItems {
+		b.groups = nil
+	}
+	clear(b.groups)
+	b.groups = b.groups[:0]
+	clear(b.open)
+	r.batches.Put(b)
 }
 
 // add queues it for every loop with subscribers of e. Caller holds the lock.
@@ -279,6 +311,7 @@ func (r *router) dispatch(b *batch) {
 		}
 		l.post(items)
 	}
+	r.release(b)
 }
 
 // handleBatch applies a controller's publications. Called from the

@@ -444,25 +444,39 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 
 // --- Kafka, history, recovery ----------------------------------------------
 
+// produceBuf is one publish's Kafka record and the message encoded into it,
+// recycled once franz-go has called the record's promise (franz-go does not
+// touch a record after that): with the value and key buffers they keep, a
+// publish allocates neither.
+type produceBuf struct {
+	rec kgo.Record
+	msg heraldv1.Message
+}
+
+var produceBufs = sync.Pool{New: func() any { return new(produceBuf) }}
+
 // publish produces one message; done runs on a franz-go goroutine after the
-// ack (or failure). It never blocks.
+// ack (or failure). It never blocks. data is only read during the call.
 func (s *Server) publish(ch, sender string, info, data []byte, done func(error)) {
-	msg := &heraldv1.Message{
-		Id:          newUUIDv7(),
-		Channel:     ch,
-		Sender:      sender,
-		Info:        info,
-		Data:        append([]byte(nil), data...),
-		PublishedAt: time.Now().UnixMilli(),
-	}
-	value, err := proto.Marshal(msg)
+	pb := produceBufs.Get().(*produceBuf)
+	pb.msg.Id = newUUIDv7()
+	pb.msg.Channel = ch
+	pb.msg.Sender = sender
+	pb.msg.Info = info
+	pb.msg.Data = data
+	pb.msg.PublishedAt = time.Now().UnixMilli()
+	value, err := proto.MarshalOptions{}.MarshalAppend(pb.rec.Value[:0], &pb.msg)
+	proto.Reset(&pb.msg) // drop the references to the caller's buffers
 	if err != nil {
+		produceBufs.Put(pb)
 		done(fmt.Errorf("encoding message: %w", err))
 		return
 	}
-	rec := &kgo.Record{Topic: s.cfg.Topic, Key: []byte(ch), Value: value, Partition: partition.For(ch, int32(s.cfg.Partitions))}
+	// A fresh record but for the two buffers: franz-go fills in the
+	// timestamp, offset and producer fields of a zero record.
+	pb.rec = kgo.Record{Topic: s.cfg.Topic, Key: append(pb.rec.Key[:0], ch...), Value: value, Partition: partition.For(ch, int32(s.cfg.Partitions))}
 	start := time.Now()
-	s.kcl.TryProduce(context.Background(), rec, func(_ *kgo.Record, err error) {
+	s.kcl.TryProduce(context.Background(), &pb.rec, func(_ *kgo.Record, err error) {
 		if err == nil {
 			s.m.publishAck.Observe(time.Since(start).Seconds())
 		} else {
@@ -470,8 +484,15 @@ func (s *Server) publish(ch, sender string, info, data []byte, done func(error))
 			s.log.Warn("publish failed", "err", err)
 		}
 		done(err)
+		if cap(pb.rec.Value) <= maxPooledValue {
+			produceBufs.Put(pb)
+		}
 	})
 }
+
+// maxPooledValue bounds the value buffer a recycled produceBuf keeps (a
+// 64 KiB publish must not pin 64 KiB in the pool).
+const maxPooledValue = 4 << 10
 
 // recoverLimitMax bounds the publications one recovery asks the owner for.
 const recoverLimitMax = 10_000
