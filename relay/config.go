@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -55,6 +56,13 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxSubscriptions caps subscriptions per connection (default 128).
 	MaxSubscriptions int
+	// MaxConnections caps the open connections of the relay (default 0:
+	// the process's open-file limit minus a reserve, see ConnLimit). Beyond
+	// it a new connection gets HTTP 503 with Retry-After and is closed,
+	// and the connections already open are unaffected. Accepting with the
+	// file table full would stop the event loops (gnet treats EMFILE from
+	// accept as fatal), so the limit must stay below the open-file limit.
+	MaxConnections int
 	// OutboundCap is the per-connection unsent byte cap (default 4 MiB);
 	// above it the client is disconnected with 3008 slow.
 	OutboundCap int
@@ -142,6 +150,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.PongTimeout, "pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
 	config.Duration(fs, &c.HandshakeTimeout, "handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
 	config.Int(fs, &c.MaxSubscriptions, "max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
+	config.Int(fs, &c.MaxConnections, "max-connections", "HERALD_RELAY_MAX_CONNECTIONS", 0, "max open connections; beyond it HTTP 503 (default 0: the open-file limit minus a reserve)")
 	config.Int(fs, &c.OutboundCap, "outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
 	config.Int(fs, &c.PublishRate, "publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
 	config.Int(fs, &c.PublishBurst, "publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
@@ -204,7 +213,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
 	}
-	if c.MaxMessageSize < 0 || c.OutboundCap < 0 || c.MaxSubscriptions < 0 {
+	if c.MaxMessageSize < 0 || c.OutboundCap < 0 || c.MaxSubscriptions < 0 || c.MaxConnections < 0 {
 		errs = append(errs, errors.New("relay size limits must not be negative"))
 	}
 	if c.PublishRate < -1 || c.PublishBurst < 0 || c.PublishAbuseLimit < 0 {
@@ -263,6 +272,25 @@ func (c Config) withDefaults() Config {
 	defd(&c.DrainWindow, 10*time.Second)
 	defd(&c.ControllerGrace, 5*time.Second)
 	return c
+}
+
+// ConnLimit is the connection limit the relay runs with: MaxConnections,
+// or when 0 the open-file limit nofile minus a reserve for everything else
+// the process opens (Kafka and controller connections, history calls to
+// management, the admin server and its scrapers, logs): 5% of nofile,
+// at least 256 and at most 4,096. A configured limit above that is lowered
+// to it: past it accept(2) fails with EMFILE, which stops gnet's event
+// loops and with them the relay.
+func (c Config) ConnLimit(nofile uint64) int {
+	reserve := min(max(nofile/20, 256), 4096)
+	limit := 1
+	if nofile > reserve {
+		limit = int(min(nofile-reserve, math.MaxInt32))
+	}
+	if c.MaxConnections > 0 {
+		return min(c.MaxConnections, limit)
+	}
+	return limit
 }
 
 // startProcs is the runtime's own GOMAXPROCS, read before a command raises

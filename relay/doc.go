@@ -62,7 +62,9 @@
 //     connect); Origin refused HTTP 403; token expired (plus
 //     ExpiredCloseDelay) 3005, subscription token 3006; no pong 3012; slow
 //     consumer 3008; drain 3001; publish not acked within PublishTimeout
-//     error 100.
+//     error 100; a connection beyond MaxConnections (by default the
+//     open-file limit minus a reserve: gnet stops its loops when accept
+//     fails with EMFILE) HTTP 503 before its request is read.
 //   - permessage-deflate (Compression) runs without context takeover in
 //     both directions: one compressor and decompressor per loop, no state
 //     per connection; a push is compressed at most once per loop.

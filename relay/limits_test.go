@@ -3,11 +3,13 @@ package relay
 import (
 	"encoding/binary"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/protocol"
@@ -276,4 +278,60 @@ func TestTokenExpiry(t *testing.T) {
 			t.Fatalf("refreshed subscription: %+v", r)
 		}
 	})
+}
+
+func TestConnLimit(t *testing.T) {
+	for _, tt := range []struct {
+		max    int
+		nofile uint64
+		want   int
+	}{
+		{0, 20_000, 19_000},                // 5% reserve
+		{0, 1 << 20, 1<<20 - 4096},         // reserve capped
+		{0, 1024, 1024 - 256},              // reserve at least 256
+		{0, 100, 1},                        // nothing left: still one
+		{5, 20_000, 5},                     // configured
+		{50_000, 20_000, 19_000},           // configured above the file limit: lowered
+		{0, math.MaxUint64, math.MaxInt32}, // RLIM_INFINITY
+	} {
+		if got := (Config{MaxConnections: tt.max}).ConnLimit(tt.nofile); got != tt.want {
+			t.Errorf("ConnLimit(max %d, nofile %d) = %d, want %d", tt.max, tt.nofile, got, tt.want)
+		}
+	}
+}
+
+// A relay at MaxConnections answers a new connection with 503 and closes
+// it; the open ones are unaffected, and a slot freed is usable again.
+// Without the limit, a relay whose file table fills up stops altogether:
+// gnet treats EMFILE from accept(2) as fatal.
+func TestConnectionLimit(t *testing.T) {
+	srv := startRelay(t, func(c *Config) { c.MaxConnections = 3 })
+	open := make([]*wsConn, 3)
+	for i := range open {
+		open[i] = dialWS(t, srv.Addr())
+	}
+	over := dialRaw(t, srv.Addr())
+	over.write([]byte(upgradeRequest))
+	if head := over.readHTTPHead(); !strings.HasPrefix(head, "HTTP/1.1 503") || !strings.Contains(head, "Retry-After: 5") {
+		t.Fatalf("over the limit: got %q, want 503 with Retry-After", head)
+	}
+	var d dto.Metric
+	if err := srv.m.refused.WithLabelValues("limit").Write(&d); err != nil || d.GetCounter().GetValue() != 1 {
+		t.Fatalf("refused{limit} = %v (%v), want 1", d.GetCounter().GetValue(), err)
+	}
+	for i, w := range open {
+		w.write(frame(opPing, []byte{byte('a' + i)}, true, true))
+		if op, p := w.readFrame(); op != opPong || string(p) != string(rune('a'+i)) {
+			t.Fatalf("connection %d after the refusal: got op %d %q, want its pong", i, op, p)
+		}
+	}
+	_ = open[0].c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.open.Load() > 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("closed connection still counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dialWS(t, srv.Addr()) // the freed slot
 }

@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // metrics are the relay's Prometheus metrics (prefix herald_relay_).
 type metrics struct {
 	connections       prometheus.Gauge
+	refused           *prometheus.CounterVec
 	connects          prometheus.Counter
 	disconnects       *prometheus.CounterVec
 	subscriptions     prometheus.Gauge
@@ -29,6 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	const ns, sub = "herald", "relay"
 	m := &metrics{
 		connections:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connections", Help: "Open client connections."}),
+		refused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connections_refused_total", Help: "Connections closed on accept, by reason (limit: at MaxConnections, answered 503; draining: shutting down)."}, []string{"reason"}),
 		connects:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connects_total", Help: "Successful connect commands."}),
 		disconnects:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "disconnects_total", Help: "Connections closed, by close code (0 = closed by the client or network)."}, []string{"code"}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions", Help: "Active client subscriptions."}),
@@ -63,8 +65,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, st := range []string{"up", "down"} {
 		m.controllerStreams.WithLabelValues(st)
 	}
+	for _, r := range []string{"limit", "draining"} {
+		m.refused.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
+		reg.MustRegister(m.connections, m.refused, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
 			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.fanoutLatency, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
 			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks)
 	}

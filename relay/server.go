@@ -19,6 +19,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-chat/herald/internal/auth"
@@ -69,6 +70,10 @@ type Server struct {
 	// shutdown can let them be answered before the loops stop.
 	publishing atomic.Int64
 	open       atomic.Int64 // open connections
+	// maxConns is the connection limit (Config.ConnLimit); refusedLog is
+	// when the last refusal was logged (unix ns), once per 10 s at most.
+	maxConns   int64
+	refusedLog atomic.Int64
 }
 
 // New builds a relay. kgoOpts are appended to the producer options (seed
@@ -99,6 +104,15 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 		loops:    make([]*loop, n),
 		loopByEL: map[gnet.EventLoop]*loop{},
 		booted:   make(chan struct{}),
+	}
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+		nofile.Cur = 1 << 20 // unknown: MaxConnections, if set, decides
+	}
+	s.maxConns = int64(cfg.ConnLimit(nofile.Cur))
+	if cfg.MaxConnections > 0 && int64(cfg.MaxConnections) > s.maxConns {
+		s.log.Warn("max connections lowered below the open-file limit (accepting with a full file table would stop the relay)",
+			"configured", cfg.MaxConnections, "open_file_limit", nofile.Cur, "max_connections", s.maxConns)
 	}
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
 	s.router = newRouter(s)
@@ -396,10 +410,23 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
+// respLimit answers a connection over MaxConnections, before its request
+// is read: the SDKs back off and retry (through a load balancer, likely on
+// another relay).
+var respLimit = []byte("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: 32\r\nConnection: close\r\n\r\nrelay at its connection limit.\r\n")
+
 // OnOpen creates the connection state; nothing is allocated but the struct.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.stopping.Load() {
+		s.m.refused.WithLabelValues("draining").Inc()
 		return nil, gnet.Close
+	}
+	if s.open.Load() >= s.maxConns {
+		s.m.refused.WithLabelValues("limit").Inc()
+		if now, last := time.Now().UnixNano(), s.refusedLog.Load(); now-last > int64(10*time.Second) && s.refusedLog.CompareAndSwap(last, now) {
+			s.log.Warn("connection limit reached: refusing new connections with 503", "max_connections", s.maxConns)
+		}
+		return respLimit, gnet.Close
 	}
 	l := s.loopOf(c.EventLoop())
 	cl := &client{c: c, l: l, deadline: time.Now().Add(s.cfg.HandshakeTimeout).UnixNano()}
