@@ -150,7 +150,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.PongTimeout, "pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
 	config.Duration(fs, &c.HandshakeTimeout, "handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
 	config.Int(fs, &c.MaxSubscriptions, "max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
-	config.Int(fs, &c.MaxConnections, "max-connections", "HERALD_RELAY_MAX_CONNECTIONS", 0, "max open connections; beyond it HTTP 503 (default 0: the open-file limit minus a reserve)")
+	config.Int(fs, &c.MaxConnections, "max-connections", "HERALD_RELAY_MAX_CONNECTIONS", 0, "max open connections, beyond it HTTP 503 with Retry-After (0: the open-file limit minus a 5% reserve of 256-4096 files; never above that)")
 	config.Int(fs, &c.OutboundCap, "outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
 	config.Int(fs, &c.PublishRate, "publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
 	config.Int(fs, &c.PublishBurst, "publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
