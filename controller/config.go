@@ -37,6 +37,12 @@ type Config struct {
 	// memory for Recover; 0 serves Recover from the store only.
 	// Default 128 (HERALD_CONTROLLER_RING_SIZE).
 	RingSize int
+	// RingIdle drops the ring of a channel without a publication for this
+	// long (its head stays; Recover reads such a channel from the store),
+	// so memory follows the channels in use, not every channel ever used:
+	// a full ring costs ~90 KB (128 publications of ~700 B). 0 keeps rings
+	// forever. Default 10m (HERALD_CONTROLLER_RING_IDLE).
+	RingIdle time.Duration
 	// BatchMessages flushes a partition's batch when it holds this many
 	// messages. Default 1000 (HERALD_CONTROLLER_BATCH_MESSAGES).
 	BatchMessages int
@@ -107,6 +113,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.Group, "group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
 	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", "", "controller id announced to relays (default hostname-pid)")
 	config.Int(fs, &c.RingSize, "ring-size", "HERALD_CONTROLLER_RING_SIZE", 128, "recent publications kept per channel for Recover")
+	config.Duration(fs, &c.RingIdle, "ring-idle", "HERALD_CONTROLLER_RING_IDLE", 10*time.Minute, "drop the ring of a channel idle this long (Recover then reads the store; 0: never)")
 	config.Int(fs, &c.BatchMessages, "batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", 1000, "messages per store batch")
 	config.Duration(fs, &c.BatchInterval, "batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
 	config.Int(fs, &c.MaxBacklog, "max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", 50000, "unpersisted messages per partition before fetching pauses")
@@ -152,6 +159,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RingSize < 0 {
 		bad("ring-size", "HERALD_CONTROLLER_RING_SIZE", "must be >= 0, got %d", c.RingSize)
+	}
+	if c.RingIdle < 0 {
+		bad("ring-idle", "HERALD_CONTROLLER_RING_IDLE", "must be >= 0 (0: never), got %s", c.RingIdle)
 	}
 	if c.BatchMessages <= 0 {
 		bad("batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", "must be > 0, got %d", c.BatchMessages)

@@ -47,6 +47,7 @@ type chanState struct {
 	seq   uint64
 	ring  []*heraldv1.Publication
 	pos   int
+	last  int64 // unix ns of the poll that pushed the newest publication
 }
 
 func (c *chanState) push(p *heraldv1.Publication, size int) {
@@ -355,6 +356,7 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 		cs.seq++
 		pub := &heraldv1.Publication{Channel: m.Channel, Seq: cs.seq, Epoch: cs.epoch, Message: m}
 		cs.push(pub, s.cfg.RingSize)
+		cs.last = now.UnixNano()
 		if msgs == nil {
 			msgs = make([]store.Message, 0, min(len(fp.Records), s.cfg.BatchMessages))
 		}
@@ -397,6 +399,51 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 	s.m.recordsConsumed.Add(float64(consumed))
 	if fp.HighWatermark >= next {
 		s.m.lag.WithLabelValues(strconv.Itoa(int(fp.Partition))).Set(float64(fp.HighWatermark - next))
+	}
+}
+
+// evictIdleRings drops the rings of the owned channels without a
+// publication since idle before now, keeping their heads, and returns how
+// many it dropped. Recover serves such a channel from the store (its ring
+// was persisted long before). One partition's lock is held while its
+// channels are walked.
+func (s *Server) evictIdleRings(now time.Time, idle time.Duration) int {
+	cut := now.Add(-idle).UnixNano()
+	n := 0
+	for _, p := range s.ownedParts() {
+		ps := s.part(p)
+		if ps == nil {
+			continue
+		}
+		ps.mu.Lock()
+		for _, cs := range ps.chans {
+			if cs.ring != nil && cs.last < cut {
+				cs.ring, cs.pos = nil, 0
+				n++
+			}
+		}
+		ps.mu.Unlock()
+	}
+	return n
+}
+
+// ringJanitor runs evictIdleRings every quarter of RingIdle until ctx ends.
+func (s *Server) ringJanitor(ctx context.Context) {
+	idle := s.cfg.RingIdle
+	if idle <= 0 || s.cfg.RingSize == 0 {
+		return
+	}
+	t := time.NewTicker(max(idle/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := s.evictIdleRings(now, idle); n > 0 {
+				s.m.ringsEvicted.Add(float64(n))
+			}
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	ownedPartitions   prometheus.Gauge
 	recordsConsumed   prometheus.Counter
+	ringsEvicted      prometheus.Counter
 	badRecords        prometheus.Counter
 	consumeToStream   prometheus.Histogram
 	deliveries        prometheus.Counter
@@ -35,6 +36,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "owned_partitions", Help: "Partitions of the messages topic this controller owns."}),
 		recordsConsumed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "records_consumed_total", Help: "Kafka records consumed (including bad ones)."}),
+		ringsEvicted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rings_evicted_total", Help: "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."}),
 		badRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "bad_records_total", Help: "Records skipped: undecodable value, empty channel or channel of another partition."}),
 		consumeToStream: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
@@ -73,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.ownedPartitions, m.recordsConsumed, m.badRecords, m.consumeToStream,
+	for _, c := range []prometheus.Collector{m.ownedPartitions, m.recordsConsumed, m.ringsEvicted, m.badRecords, m.consumeToStream,
 		m.deliveries, m.relayStreams, m.slowRelays, m.interestChannels, m.batchSize, m.batchWriteSeconds,
 		m.storeErrors, m.backlog, m.maxBacklog, m.pausedPartitions, m.lag, m.recoverRequests} {
 		if err := reg.Register(c); err != nil {

@@ -169,6 +169,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(pollDone)
 		s.pollLoop(pollCtx, cl)
 	}()
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		s.ringJanitor(pollCtx)
+	}()
 	s.log.Info("controller running", "id", s.cfg.ID, "addr", s.Addr(), "topic", s.cfg.Topic, "partitions", info.Partitions, "stream", s.streamID, "group", s.cfg.Group)
 
 	var runErr error
@@ -190,6 +195,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopPoll()
 	<-pollDone
+	<-janitorDone
 	s.dropParts(s.ownedParts(), !s.crashOnStop)
 	leaveCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	if err := cl.LeaveGroupContext(leaveCtx); err != nil {
