@@ -423,19 +423,35 @@ func fill(register func(*flag.FlagSet)) {
 	_ = fs.Parse(nil)
 }
 
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{} // ports FreeAddr returned
+)
+
 // FreeAddr returns a currently free 127.0.0.1 address for a listener that
 // is bound later. It picks ports below the kernel's ephemeral range
 // (32768-60999 here): a port taken from that range by a probe listener can
 // be handed to any outgoing connection before the real listener binds it,
 // which made parallel test packages fail with "address already in use".
+// It never hands out the same port twice in a process: a port picked for
+// one listener and not bound yet looks free, and the cluster tests, which
+// pick some twenty before starting anything, got the same one for two
+// listeners about once in 60 runs.
 func FreeAddr() (string, error) {
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	for range 100 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		p := 20000 + rand.IntN(12000)
+		if handed[p] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		handed[p] = true
 		return addr, nil
 	}
 	return "", errors.New("no free port in 20000-31999 on 127.0.0.1")
