@@ -38,6 +38,10 @@ type partState struct {
 	catchUpTo int64
 
 	touched map[string]int // poll loop scratch: channel → index in a chunk's heads
+	// ringed are the channels whose ring is not empty, so that dropping
+	// idle rings walks those, not every channel the partition has a head
+	// for (all of them since the store began).
+	ringed []*chanState
 }
 
 // chanState is a channel's head and its ring of recent publications (dense
@@ -355,6 +359,9 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 		}
 		cs.seq++
 		pub := &heraldv1.Publication{Channel: m.Channel, Seq: cs.seq, Epoch: cs.epoch, Message: m}
+		if cs.ring == nil && s.cfg.RingSize > 0 {
+			ps.ringed = append(ps.ringed, cs)
+		}
 		cs.push(pub, s.cfg.RingSize)
 		cs.last = now.UnixNano()
 		if msgs == nil {
@@ -405,8 +412,8 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 // evictIdleRings drops the rings of the owned channels without a
 // publication since idle before now, keeping their heads, and returns how
 // many it dropped. Recover serves such a channel from the store (its ring
-// was persisted long before). One partition's lock is held while its
-// channels are walked.
+// was persisted long before). One partition's lock is held while the
+// channels with a ring are walked.
 func (s *Server) evictIdleRings(now time.Time, idle time.Duration) int {
 	cut := now.Add(-idle).UnixNano()
 	n := 0
@@ -416,12 +423,17 @@ func (s *Server) evictIdleRings(now time.Time, idle time.Duration) int {
 			continue
 		}
 		ps.mu.Lock()
-		for _, cs := range ps.chans {
-			if cs.ring != nil && cs.last < cut {
+		keep := ps.ringed[:0]
+		for _, cs := range ps.ringed {
+			if cs.last < cut {
 				cs.ring, cs.pos = nil, 0
 				n++
+				continue
 			}
+			keep = append(keep, cs)
 		}
+		clear(ps.ringed[len(keep):])
+		ps.ringed = keep
 		ps.mu.Unlock()
 	}
 	return n

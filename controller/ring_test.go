@@ -30,6 +30,19 @@ func TestIdleRingsEvicted(t *testing.T) {
 		defer ps.mu.RUnlock()
 		return len(ps.chans[ch].ring)
 	}
+	ringed := func() int { // channels the janitor walks
+		n := 0
+		for _, p := range c.ownedParts() {
+			ps := c.part(p)
+			ps.mu.RLock()
+			n += len(ps.ringed)
+			ps.mu.RUnlock()
+		}
+		return n
+	}
+	if n := ringed(); n != 2 {
+		t.Fatalf("%d channels listed with a ring, want 2", n)
+	}
 	// Make busy recent and idle old, as if idle had seen nothing for RingIdle.
 	ps := c.part(partition.For(idle, parts))
 	ps.mu.Lock()
@@ -40,6 +53,9 @@ func TestIdleRingsEvicted(t *testing.T) {
 	}
 	if want := min(perChannel, c.cfg.RingSize); ringLen(idle) != 0 || ringLen(busy) != want {
 		t.Fatalf("rings after eviction: idle %d, busy %d; want 0 and %d", ringLen(idle), ringLen(busy), want)
+	}
+	if n := ringed(); n != 1 {
+		t.Fatalf("%d channels listed with a ring after eviction, want 1", n)
 	}
 
 	rc := dialController(t, c.Addr())
@@ -52,6 +68,9 @@ func TestIdleRingsEvicted(t *testing.T) {
 	// The head survived: the next publication gets the next seq.
 	produce(t, brokers, parts, []*heraldv1.Message{testMessage(idle, perChannel)})
 	waitFor(t, 10*time.Second, "the next publication", func() bool { return ringLen(idle) == 1 })
+	if n := ringed(); n != 2 {
+		t.Fatalf("%d channels listed with a ring after the next publication, want 2", n)
+	}
 	resp, err = rc.Recover(context.Background(), &heraldv1.RecoverRequest{Channel: idle, Since: perChannel - 1, Limit: 10})
 	if err != nil || !resp.Recovered || resp.Offset != perChannel+1 || len(resp.Publications) != 2 {
 		t.Fatalf("Recover after the next publication: %+v, %v; want seqs %d..%d", resp, err, perChannel, perChannel+1)
