@@ -21,6 +21,8 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	var o devstack.Options
 	config.String(fs, &o.DataDir, "data-dir", "HERALD_DATA_DIR", "./data", "where the embedded engines keep their data")
+	config.Duration(fs, &o.KafkaRetention, "kafka-retention", "HERALD_DEV_KAFKA_RETENTION", 7*24*time.Hour,
+		"how long the embedded Kafka keeps records, as Kafka's retention.ms (0 = forever); a controller stopped for longer loses what was published meanwhile")
 	fs.BoolVar(&o.EnginesOnly, "engines-only", false, "start only Kafka, the store file and S3 (run the services as separate processes)")
 	var withPrometheus bool
 	fs.BoolVar(&withPrometheus, "prometheus", false, "also run Prometheus (Debian package) scraping the services, UI on http://"+prometheusAddr)

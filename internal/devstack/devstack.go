@@ -58,6 +58,10 @@ type Options struct {
 
 	TokenSecret string // default: HERALD_TOKEN_SECRET, else auth.DevSecret
 
+	// KafkaRetention is how long the embedded Kafka keeps records (0 =
+	// forever). `herald dev` defaults it to Kafka's own default, 7 days.
+	KafkaRetention time.Duration
+
 	// Archive settings override the cacher's flags when non-zero.
 	ChunkSize int
 	MinAge    time.Duration
@@ -188,6 +192,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	s.kafka, err = kafka.Start(ctx, kafka.Options{
 		Port: kport, DataDir: filepath.Join(o.DataDir, "kafka"),
 		Topic: s.Topic, Partitions: s.Partitions,
+		Retention: o.KafkaRetention,
 	})
 	if err != nil {
 		return nil, err

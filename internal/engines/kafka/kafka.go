@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/herald-chat/herald/internal/kafkatopic"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Options configure the embedded Kafka.
@@ -28,6 +30,14 @@ type Options struct {
 	// GroupMinSessionTimeout lowers the broker's minimum group session
 	// timeout so failover tests can use short sessions (0 = kfake default).
 	GroupMinSessionTimeout time.Duration
+	// Retention is how long the topic keeps records (its retention.ms);
+	// 0 keeps them forever. kfake, unlike Kafka, applies no retention to a
+	// topic without an explicit retention.ms, so a long-running dev stack
+	// would otherwise hold every record ever published in memory.
+	Retention time.Duration
+	// RetentionCheck is how often retention is applied (Kafka's
+	// log.retention.check.interval.ms; default 5m).
+	RetentionCheck time.Duration
 }
 
 // Kafka is a running embedded cluster.
@@ -47,6 +57,16 @@ func Start(ctx context.Context, o Options) (*Kafka, error) {
 	if o.GroupMinSessionTimeout > 0 {
 		opts = append(opts, kfake.GroupMinSessionTimeout(o.GroupMinSessionTimeout))
 	}
+	if o.Retention > 0 {
+		check := o.RetentionCheck
+		if check <= 0 {
+			check = 5 * time.Minute
+		}
+		// kfake applies retention on its compaction ticker.
+		opts = append(opts, kfake.BrokerConfigs(map[string]string{
+			"log.cleaner.backoff.ms": strconv.FormatInt(check.Milliseconds(), 10),
+		}))
+	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("starting embedded kafka on port %d: %w", o.Port, err)
@@ -57,8 +77,39 @@ func Start(ctx context.Context, o Options) (*Kafka, error) {
 			c.Close()
 			return nil, err
 		}
+		// Set on every start: the topic may come from an earlier run's data
+		// directory, created with another retention or none.
+		if o.Retention > 0 {
+			if err := setRetention(ctx, k.Brokers(), o.Topic, o.Retention); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
 	}
 	return k, nil
+}
+
+// setRetention sets topic's retention.ms.
+func setRetention(ctx context.Context, brokers []string, topic string, d time.Duration) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ms := strconv.FormatInt(d.Milliseconds(), 10)
+	resp, err := kadm.NewClient(cl).AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &ms}}, topic)
+	if err == nil {
+		for _, r := range resp {
+			if r.Err != nil {
+				err = r.Err
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("setting retention.ms of topic %s: %w", topic, err)
+	}
+	return nil
 }
 
 // Brokers returns the seed broker addresses.
