@@ -244,6 +244,14 @@ func TestMessagesTravelEveryHop(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// The same history through the relay (SDK history command): the relay
+	// asks management with a grant it signs for alice and this channel.
+	res, err := alice.History(ctx, channel, centrifuge.WithHistoryLimit(100))
+	if err != nil {
+		t.Fatalf("history through the relay: %v", err)
+	}
+	checkSeqs(t, "alice's history through the relay", res.Publications, n)
+
 	// Authorization: no token → 401; a token without the channel → 403.
 	hist := st.ManagementURL + "/v1/channels/" + url.PathEscape(channel) + "/messages"
 	if code := getJSON(t, hist, "", nil); code != http.StatusUnauthorized {

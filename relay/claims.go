@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"slices"
 	"strings"
 	"sync"
 
@@ -19,26 +18,11 @@ type identity struct {
 	*auth.Claims
 }
 
-// setClaims installs the identity of c, and keeps the token itself only
-// when the claims may read history, which passes it on to management.
-func (cl *client) setClaims(c *auth.Claims, token string) {
+// setClaims installs the identity of c. The token itself is not kept: a
+// history command is sent to management with a grant the relay signs
+// (auth.Verifier.HistoryGrant).
+func (cl *client) setClaims(c *auth.Claims) {
 	cl.claims = &identity{Subject: c.Subject, Info: c.Info, Claims: cl.l.srv.interned.grants(c)}
-	cl.token = ""
-	if mayReadHistory(c) {
-		cl.token = token
-	}
-}
-
-func mayReadHistory(c *auth.Claims) bool {
-	if len(c.Channels) > 0 || c.Admin {
-		return true
-	}
-	for _, cp := range c.Caps {
-		if slices.Contains(cp.Allow, auth.AllowHistory) {
-			return true
-		}
-	}
-	return false
 }
 
 // internTable shares identical, read-only grants between connections. It

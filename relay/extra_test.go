@@ -7,12 +7,14 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	centrifuge "github.com/centrifugal/centrifuge-go"
 
+	"github.com/herald-chat/herald/internal/auth"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -165,10 +167,24 @@ func TestHistoryThroughManagement(t *testing.T) {
 		t.Fatalf("history result %+v", res)
 	}
 	mu.Lock()
-	if gotAuth != "Bearer "+tok || gotPath != "/v1/channels/hist/messages" || gotQuery != "after=1&limit=10&order=asc" {
-		t.Fatalf("management request: auth ok=%v path=%s query=%s", gotAuth == "Bearer "+tok, gotPath, gotQuery)
+	if gotPath != "/v1/channels/hist/messages" || gotQuery != "after=1&limit=10&order=asc" {
+		t.Fatalf("management request: path=%s query=%s", gotPath, gotQuery)
+	}
+	// Management gets a grant for this user, channel and history only, short
+	// lived; the client's own token never leaves the relay (it is not kept).
+	grant, ok := strings.CutPrefix(gotAuth, "Bearer ")
+	if !ok || grant == tok {
+		t.Fatalf("management request: authorization %q is not a bearer grant of the relay's", gotAuth)
 	}
 	mu.Unlock()
+	g, err := auth.NewVerifier(testSecret).Verify(grant)
+	if err != nil {
+		t.Fatalf("grant does not verify: %v", err)
+	}
+	if ttl := time.Until(g.ExpiresAt()); g.Subject != "ann" || !g.Allows("hist", auth.AllowHistory) || g.Allows("hist", auth.AllowSubscribe) ||
+		g.Allows("other", auth.AllowHistory) || g.HasChannel("hist") || g.Admin || ttl <= 0 || ttl > historyGrantTTL {
+		t.Fatalf("grant %+v (expires in %v): want sub ann, history of hist only, expiring within %v", g, ttl, historyGrantTTL)
+	}
 
 	_, err = h.c.History(ctx, "other", centrifuge.WithHistoryLimit(10))
 	var serr *centrifuge.Error

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/herald-chat/herald/internal/protocol"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
@@ -24,12 +25,17 @@ type historyPage struct {
 	} `json:"messages"`
 }
 
+// historyGrantTTL bounds the grant sent with one history request; it only
+// has to outlive the request (and some clock skew with management).
+const historyGrantTTL = time.Minute
+
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
-// history serves a history command: the channel position from the router
-// (or the owner), the publications from management with the client's own
-// token. Runs on the worker pool.
-func (s *Server) history(token string, req *protocol.HistoryRequest) (*protocol.HistoryResult, *protocol.Error) {
+// history serves a history command of user, whom the caller has authorised
+// for the channel: the channel position from the router (or the owner), the
+// publications from management, asked with a grant for this channel only.
+// Runs on the worker pool.
+func (s *Server) history(user string, req *protocol.HistoryRequest) (*protocol.HistoryResult, *protocol.Error) {
 	ctx, cancel := context.WithTimeout(s.bg, s.cfg.RPCTimeout)
 	defer cancel()
 	epoch, top, ok := s.router.position(req.Channel)
@@ -67,7 +73,11 @@ func (s *Server) history(token string, req *protocol.HistoryRequest) (*protocol.
 	if err != nil {
 		return nil, protocol.ErrInternal
 	}
-	hreq.Header.Set("Authorization", "Bearer "+token)
+	grant, err := s.verifier.HistoryGrant(user, req.Channel, historyGrantTTL)
+	if err != nil {
+		return nil, protocol.ErrInternal
+	}
+	hreq.Header.Set("Authorization", "Bearer "+grant)
 	hresp, err := httpClient.Do(hreq)
 	if err != nil {
 		s.log.Warn("history request failed", "err", err)

@@ -141,6 +141,18 @@ func (v *Verifier) VerifySubscription(token, user, channel string) (*Subscriptio
 	return &c, nil
 }
 
+// HistoryGrant returns a token that lets user read the history of channel
+// and nothing else, valid for ttl. The relay sends it to management with a
+// history command of a client it has authenticated and authorised, instead
+// of keeping every connection's own token (a few hundred bytes each) for
+// the rare history command. HS256 is symmetric: whoever verifies can sign.
+func (v *Verifier) HistoryGrant(user, channel string, ttl time.Duration) (string, error) {
+	c := &Claims{Caps: []Capability{{Channels: []string{channel}, Allow: []string{AllowHistory}}}}
+	c.Subject = user
+	c.RegisteredClaims.ExpiresAt = jwt.NewNumericDate(time.Now().Add(ttl))
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(v.secret)
+}
+
 func classify(err error) error {
 	if errors.Is(err, jwt.ErrTokenExpired) {
 		return ErrExpired

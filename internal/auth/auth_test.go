@@ -99,3 +99,31 @@ func TestCapabilitiesFirstMatchWins(t *testing.T) {
 		}
 	}
 }
+
+// A history grant allows exactly one channel's history (matched literally,
+// even when the name looks like a pattern) for its user, and expires.
+func TestHistoryGrant(t *testing.T) {
+	v := NewVerifier("s3cret")
+	tok, err := v.HistoryGrant("ann", "chat:*", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "ann" || !c.Allows("chat:*", AllowHistory) || c.Allows("chat:x", AllowHistory) ||
+		c.Allows("chat:*", AllowSubscribe) || c.Allows("chat:*", AllowPublish) || c.HasChannel("chat:*") || c.Admin {
+		t.Fatalf("grant claims %+v", c)
+	}
+	if d := time.Until(c.ExpiresAt()); d <= 0 || d > time.Minute {
+		t.Fatalf("grant expires in %v, want within a minute", d)
+	}
+	if _, err := NewVerifier("other").Verify(tok); err == nil {
+		t.Fatal("grant verified with another secret")
+	}
+	old, _ := v.HistoryGrant("ann", "chat", -time.Minute)
+	if _, err := v.Verify(old); !errors.Is(err, ErrExpired) {
+		t.Fatalf("expired grant: %v", err)
+	}
+}
