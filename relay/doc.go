@@ -39,9 +39,10 @@
 //     buffers are released when empty, the iov slice is lent by the loop for
 //     one event, a live subscription is 80 bytes (positioning state lives in
 //     subInit until it goes live), and of the token the connection keeps the
-//     user, the info and its grants, interned (shared by every connection
-//     with the same channels and caps); the token itself only when it may
-//     read history.
+//     user, the info, its server-side channels (one string, shared by every
+//     connection with the same list) and its other grants (interned: shared
+//     by every connection with the same caps); not the token itself (history
+//     commands carry a grant the relay signs).
 //   - Commands are decoded by a per-loop protocol.Decoder (hand-written
 //     fast path for publish and the pong {}; its commands alias the frame
 //     and are not kept). Commands pipelined behind connect wait, in order,
