@@ -106,7 +106,7 @@ type entry struct {
 	perLoop   []int32
 	total     int
 	buf       []*heraldv1.Publication // pushes held while syncing or filling
-	idleSince time.Time
+	idleSince int64                   // unix ns the last subscriber left, 0 = has subscribers
 	queued    bool
 }
 
@@ -170,7 +170,7 @@ func (r *router) join(ch string, li int) (name, epoch string, last uint64, synce
 	}
 	e.perLoop[li]++
 	e.total++
-	e.idleSince = time.Time{}
+	e.idleSince = 0
 	synced = e.state == entrySynced || e.state == entryFilling || e.state == entryRechecking
 	name, epoch, last = e.ch, e.epoch, e.last
 	if need {
@@ -193,7 +193,7 @@ func (r *router) leave(ch string, li int) {
 		e.perLoop[li]--
 		e.total--
 		if e.total == 0 {
-			e.idleSince = time.Now()
+			e.idleSince = time.Now().UnixNano()
 		}
 	}
 	sh.mu.Unlock()
@@ -694,7 +694,7 @@ func (r *router) janitor(ctx context.Context) {
 				sh := &r.shards[i]
 				sh.mu.Lock()
 				for ch, e := range sh.m {
-					if e.total == 0 && !e.idleSince.IsZero() && now.Sub(e.idleSince) >= grace {
+					if e.total == 0 && e.idleSince != 0 && now.UnixNano()-e.idleSince >= int64(grace) {
 						delete(sh.m, ch)
 						removed = append(removed, ch)
 					}

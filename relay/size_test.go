@@ -18,3 +18,11 @@ func TestClientSizeClass(t *testing.T) {
 		t.Errorf("subscription is %d bytes, want at most 80", n)
 	}
 }
+
+// TestEntrySizeClass: a relay holds one router entry per channel with local
+// subscribers; with a personal channel per user that is one per connection.
+func TestEntrySizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n > 128 {
+		t.Errorf("router entry is %d bytes, want at most 128 (Go's 128-byte size class)", n)
+	}
+}
