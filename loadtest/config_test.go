@@ -41,6 +41,7 @@ func TestParseArgsUsageErrors(t *testing.T) {
 		{"source ip junk", append([]string{"idle", "--source-ips", "abc"}, ok...), "not an IPv4"},
 		{"workers too few", append([]string{"idle", "--conns", "100", "--workers", "2", "--conns-per-process", "10"}, ok...), "cannot hold"},
 		{"server pid", append([]string{"idle", "--server-pid", "999999999"}, ok...), "no such process"},
+		{"server pprof", append([]string{"idle", "--server-pprof", "127.0.0.1:6060"}, ok...), "--server-pprof must be an http"},
 		{"publishers", append([]string{"broadcast", "--publishers", "0"}, ok...), "--publishers"},
 		{"payload", append([]string{"chat", "--payload", "-1"}, ok...), "--payload"},
 		{"server-side with token", []string{"chat", "--token", "t", "--server-side"}, "--server-side needs --secret"},

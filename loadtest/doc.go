@@ -8,7 +8,9 @@
 // publish-to-delivery latency (publishers embed {"t":unix_nanos} in the
 // data), deliveries per second, lost / duplicated / out-of-order deliveries
 // (by seq = publication offset, per channel per connection), and optionally
-// the server's RSS and CPU from /proc. Results go to JSON (--out) and a
+// the server's RSS and CPU from /proc (--server-pid) and its live Go heap
+// per connection from GCs forced through its net/http/pprof endpoint
+// (--server-pprof; liveheap.go). Results go to JSON (--out) and a
 // self-contained HTML report (--html).
 //
 // Readers (--reader): a connection dials, connects and subscribes in its own

@@ -116,6 +116,9 @@ func summaryRows(res *Result) []row {
 		rows = append(rows, row{K: "recovery", V: fmt.Sprintf("dropped %d, resubscribed %d, recovered %d, not recovered %d, recovered publications %d",
 			rc.Dropped, rc.Resubscribed, rc.Recovered, rc.NotRecovered, rc.RecoveredPubs), Bad: rc.NotRecovered > 0})
 	}
+	if l := res.LiveHeap; l != nil {
+		rows = append(rows, row{K: "server heap", V: l.describe()})
+	}
 	if s := res.Server; s != nil {
 		rows = append(rows, row{K: "server", V: s.describe(res.Scenario)})
 	}

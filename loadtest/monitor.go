@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -25,6 +26,11 @@ type monitor struct {
 	samples  []Sample
 	started  bool
 	lastLine int
+
+	// live is the --server-pprof measurement: its base is taken by Run
+	// before any connection, its end by the sampler in the window's last
+	// second (live.Conns == 0 until then).
+	live *LiveHeapStats
 }
 
 func newMonitor(cfg *Config, out io.Writer) *monitor {
@@ -117,6 +123,7 @@ func (m *monitor) start(source func() progress) {
 					}
 				}
 				prev, prevAt = p, now
+				m.maybeLiveEnd(now, p.Ready)
 				m.mu.Lock()
 				m.samples = append(m.samples, s)
 				m.mu.Unlock()
@@ -126,6 +133,59 @@ func (m *monitor) start(source func() progress) {
 			}
 		}
 	}()
+}
+
+// liveBase takes the --server-pprof baseline; call it before connecting.
+func (m *monitor) liveBase(ctx context.Context) {
+	if m.cfg.ServerPprof == "" {
+		return
+	}
+	l := &LiveHeapStats{}
+	b, err := liveHeap(ctx, m.cfg.ServerPprof)
+	if err != nil {
+		l.Error = err.Error()
+		fmt.Fprintf(m.out, "loadtest: --server-pprof: %v\n", err)
+	}
+	l.BaseBytes = b
+	m.mu.Lock()
+	m.live = l
+	m.mu.Unlock()
+}
+
+// maybeLiveEnd takes the --server-pprof end sample once, in the last
+// second of the steady window (the sampler ticks every second).
+func (m *monitor) maybeLiveEnd(now time.Time, conns int) {
+	m.mu.Lock()
+	l, tl := m.live, m.tl
+	m.mu.Unlock()
+	if l == nil || l.Error != "" || l.Conns > 0 || tl == nil || m.phase(now) != "steady" ||
+		now.Add(time.Second).UnixNano() < tl.WindowEnd || conns <= 0 {
+		return
+	}
+	e, err := liveHeap(context.Background(), m.cfg.ServerPprof)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		l.Error = err.Error()
+		return
+	}
+	l.EndBytes, l.Conns = e, conns
+	l.PerConn = (float64(e) - float64(l.BaseBytes)) / float64(conns)
+}
+
+// liveStats returns the --server-pprof result, nil when not asked for or
+// when the window ended before the end sample.
+func (m *monitor) liveStats() *LiveHeapStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.live == nil || (m.live.Error == "" && m.live.Conns == 0) {
+		if m.live != nil {
+			return &LiveHeapStats{BaseBytes: m.live.BaseBytes, Error: "no sample in the last second of the window (is --duration at least 1s?)"}
+		}
+		return nil
+	}
+	l := *m.live
+	return &l
 }
 
 func (m *monitor) printLine(s Sample) {

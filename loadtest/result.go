@@ -28,6 +28,7 @@ type Result struct {
 	Delivery    DeliveryStats             `json:"delivery"`
 	Recovery    *RecoveryStats            `json:"recovery,omitempty"`
 	Server      *ServerStats              `json:"server,omitempty"`
+	LiveHeap    *LiveHeapStats            `json:"live_heap,omitempty"` // --server-pprof
 	Client      ClientStats               `json:"client"`
 	Errors      map[string]uint64         `json:"errors,omitempty"`
 	ErrorSample []string                  `json:"error_samples,omitempty"`
@@ -399,6 +400,9 @@ func (res *Result) WriteSummary(w io.Writer) {
 	}
 	if s := res.Server; s != nil {
 		fmt.Fprintf(w, "server %s\n", s.describe(res.Scenario))
+	}
+	if l := res.LiveHeap; l != nil {
+		fmt.Fprintf(w, "server %s\n", l.describe())
 	}
 	fmt.Fprintf(w, "load tester: %.1f CPU s, avg %.0f%% in the window\n", res.Client.CPUSeconds, res.Client.CPUAvgPct)
 	if len(res.Errors) > 0 {

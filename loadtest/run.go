@@ -111,6 +111,7 @@ func Run(ctx context.Context, cfg *Config, o Options) (*Result, error) {
 	n := cfg.workerCount()
 	plans := makePlans(cfg, n)
 	mon := newMonitor(cfg, o.Stderr)
+	mon.liveBase(ctx)
 	started := time.Now()
 	var (
 		reps []*report
@@ -127,7 +128,9 @@ func Run(ctx context.Context, cfg *Config, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return buildResult(cfg, reps, tl, samples, started, time.Now(), ctx.Err() != nil), nil
+	res := buildResult(cfg, reps, tl, samples, started, time.Now(), ctx.Err() != nil)
+	res.LiveHeap = mon.liveStats()
+	return res, nil
 }
 
 func runLocal(ctx context.Context, cfg *Config, p plan, mon *monitor) ([]*report, timeline, error) {
