@@ -45,9 +45,8 @@ type client struct {
 	c gnet.Conn
 	l *loop
 
-	// The small fields share one word (the struct is in the 240-byte size
-	// class; two more words would put every connection in the 256 class,
-	// three in the 288 one).
+	// The small fields share one word (the struct is in the 208-byte size
+	// class; two more words would put every connection in the 224 class).
 	state      connState
 	closeCode  uint16
 	lingering  bool // closed by the relay, waiting for the client (linger)
@@ -78,24 +77,23 @@ type client struct {
 	// wheelPos is the client's place in its loop's timer wheel: slot <<
 	// wheelIdxBits | index in the slot (see wheel.go).
 	wheelPos uint32
+	// iovBytes is the size of the frames queued in iov (at most the
+	// outbound cap, far below 2 GiB).
+	iovBytes int32
 
 	// frag is the fragmented message being reassembled, nil between
 	// messages (most connections never send one): its state lives behind
 	// a pointer so that it costs an idle connection 8 bytes, not 40.
 	frag *fragment
 
-	id      [16]byte // connection id (UUID v4), formatted when sent
-	claims  *identity
-	subs    subList
+	id     [16]byte // connection id (UUID v4), formatted when sent
+	claims *identity
+	subs   subList
+	// connect is the connect in progress, kept after its reply while
+	// commands pipelined behind it wait to be replayed (connectOp.early).
 	connect *connectOp
 
-	iov      [][]byte
-	iovBytes int
-
-	// early holds commands that arrived while connect was positioning the
-	// server-side subscriptions; they run in order right after the connect
-	// reply (clients may pipeline commands after connect).
-	early []byte
+	iov [][]byte
 }
 
 // fragment is a fragmented message being reassembled.
@@ -179,6 +177,11 @@ type connectOp struct {
 	remaining int
 	order     []string
 	result    protocol.ConnectResult
+	// early holds commands that arrived while connect was positioning the
+	// server-side subscriptions; they run in order right after the connect
+	// reply (clients may pipeline commands after connect). It lives here,
+	// not in client, because few connections ever have any.
+	early []byte
 }
 
 var (
@@ -410,7 +413,7 @@ func (cl *client) onCompressed(op byte, data []byte) {
 }
 
 func (cl *client) onMessage(data []byte) {
-	if cl.early != nil || cl.state == stateConnecting {
+	if cl.connect != nil {
 		cl.stash(data)
 		return
 	}
@@ -426,24 +429,25 @@ func (cl *client) onMessage(data []byte) {
 // stash keeps commands received during connect for replayEarly; more than
 // MaxMessageSize of them is a bad request.
 func (cl *client) stash(data []byte) {
-	if len(cl.early)+len(data)+1 > cl.l.srv.cfg.MaxMessageSize {
-		cl.early = nil
+	op := cl.connect
+	if len(op.early)+len(data)+1 > cl.l.srv.cfg.MaxMessageSize {
+		op.early = nil
 		cl.disconnect(discBadRequest)
 		return
 	}
-	cl.early = append(append(cl.early, '\n'), data...)
+	op.early = append(append(op.early, '\n'), data...)
 }
 
 // replayEarly runs the commands stashed during connect. It runs as a loop
 // task after the connect reply; messages arriving before it are stashed
 // behind, so the order is kept.
 func (cl *client) replayEarly() {
-	data := cl.early
-	cl.early = nil
-	if cl.state != stateConnected || data == nil {
+	op := cl.connect
+	cl.connect = nil
+	if op == nil || cl.state != stateConnected || op.early == nil {
 		return
 	}
-	cl.onMessage(data)
+	cl.onMessage(op.early)
 }
 
 // HandleCommand runs one client command (protocol.CommandHandler). The
@@ -584,7 +588,9 @@ func (cl *client) recomputeSubExpiry() {
 
 func (cl *client) finishConnect() {
 	op := cl.connect
-	cl.connect = nil
+	if op.early == nil {
+		cl.connect = nil // else replayEarly ends it, after the stash
+	}
 	srv := cl.l.srv
 	if len(op.order) > 0 {
 		op.result.Subs = make(map[string]*protocol.SubscribeResult, len(op.order))
@@ -600,7 +606,7 @@ func (cl *client) finishConnect() {
 	cl.nextPing = firstPing(time.Now(), srv.cfg.PingInterval)
 	cl.l.reschedule(cl)
 	srv.m.connects.Inc()
-	if cl.early != nil {
+	if op.early != nil {
 		cl.l.execute(cl.replayEarly)
 	}
 	for _, ch := range op.order {
@@ -747,7 +753,7 @@ func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs [
 		}
 	}
 	if sub.server {
-		if op := cl.connect; op != nil {
+		if op := cl.connect; op != nil && cl.state == stateConnecting {
 			if op.remaining--; op.remaining == 0 {
 				cl.finishConnect()
 			}
@@ -1037,7 +1043,7 @@ func (cl *client) enqueue(frame []byte) {
 		}
 	}
 	cl.iov = append(cl.iov, frame)
-	cl.iovBytes += len(frame)
+	cl.iovBytes += int32(len(frame))
 }
 
 // enqueueFrame copies payload into a frame of op in the loop arena and
@@ -1073,13 +1079,13 @@ func (cl *client) flush() {
 		cl.clearIOV()
 		return
 	}
-	if cl.c.OutboundBuffered()+cl.iovBytes > srv.cfg.OutboundCap {
+	if cl.c.OutboundBuffered()+int(cl.iovBytes) > srv.cfg.OutboundCap {
 		cl.clearIOV()
 		srv.m.slowDisconnects.Inc()
 		cl.sendClose(protocol.DisconnectSlow.Code, protocol.DisconnectSlow.Reason, true)
 		return
 	}
-	n, frames := cl.iovBytes, len(cl.iov)
+	n, frames := int(cl.iovBytes), len(cl.iov)
 	_, _ = cl.c.Writev(cl.iov)
 	cl.clearIOV()
 	srv.m.bytesOut.Add(float64(n))

@@ -46,7 +46,7 @@
 //   - Commands are decoded by a per-loop protocol.Decoder (hand-written
 //     fast path for publish and the pong {}; its commands alias the frame
 //     and are not kept). Commands pipelined behind connect wait, in order,
-//     until the connect reply (client.early).
+//     until the connect reply (connectOp.early).
 //   - Controller links: when a stream (re)opens or ownership moves to it,
 //     every synced channel of the partitions it gained is re-checked with
 //     Recover(since=last), so publications streamed while no stream carried

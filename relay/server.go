@@ -461,7 +461,6 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cl.clearIOV()
 	cl.frag = nil
-	cl.early = nil
 	cl.connect = nil
 	s.open.Add(-1)
 	s.m.connections.Dec()
