@@ -91,8 +91,14 @@ func (t *internTable) grants(c *auth.Claims) *auth.Claims {
 }
 
 // channels returns chans joined by NUL, shared when an identical list was
-// seen before.
+// seen before. A single channel is returned as is: handleConnect then
+// swaps it for the router entry's copy of the name, which every subscriber
+// of the channel shares (with personal channels, a table entry per user
+// would be pure overhead).
 func (t *internTable) channels(chans []string) string {
+	if len(chans) == 1 && strings.IndexByte(chans[0], 0) < 0 {
+		return chans[0]
+	}
 	var sb strings.Builder
 	for _, ch := range chans {
 		if strings.IndexByte(ch, 0) >= 0 {

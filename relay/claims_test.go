@@ -45,6 +45,15 @@ func TestIdentityInterning(t *testing.T) {
 	if eve.HasChannel("a") || eve.HasChannel("b") || eve.HasChannel("a\x00b") || !eve.HasChannel("c") {
 		t.Errorf("NUL in a channel name: channels %q", eve.channels)
 	}
+	// A single channel is not copied (nor kept in the table): handleConnect
+	// shares the router entry's string instead.
+	name := string([]byte("personal:grace"))
+	if grace := ident("grace", name); unsafe.StringData(grace.channels) != unsafe.StringData(name) || !grace.HasChannel("personal:grace") {
+		t.Errorf("single channel %q copied", grace.channels)
+	}
+	if _, kept := tab.chans[name]; kept {
+		t.Error("single channel kept in the intern table")
+	}
 	if none := ident("frank"); none.HasChannel("") || none.channels != "" {
 		t.Errorf("no channels: %q", none.channels)
 	}

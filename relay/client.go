@@ -546,6 +546,11 @@ func (cl *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 			return errStop
 		}
 	}
+	// A single server-side channel: keep the router entry's copy of its
+	// name, shared by all its subscribers, rather than this token's.
+	if len(cl.subs) == 1 && cl.subs[0].ch == cl.claims.channels {
+		cl.claims.channels = cl.subs[0].ch
+	}
 	return nil
 }
 
