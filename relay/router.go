@@ -97,17 +97,29 @@ const (
 )
 
 // entry is one channel with local subscribers. Guarded by its shard's mutex.
+//
+// With a channel per user there is one per connection: it is kept in the
+// 96-byte size class (TestEntrySizeClass), what only a syncing or filling
+// entry needs behind a pointer.
 type entry struct {
 	ch        string
-	part      int32 // Kafka partition of ch
-	state     entryState
 	epoch     string
 	last      uint64 // last seq broadcast (no push with seq <= last goes out)
 	perLoop   []int32
-	total     int
-	buf       []*heraldv1.Publication // pushes held while syncing or filling
-	idleSince int64                   // unix ns the last subscriber left, 0 = has subscribers
+	held      *[]*heraldv1.Publication // pushes held while syncing or filling, nil when none
+	idleSince int64                    // unix ns the last subscriber left, 0 = has subscribers
+	part      int32                    // Kafka partition of ch
+	total     int32                    // local subscribers, all loops
+	state     entryState
 	queued    bool
+}
+
+// pending returns the publications held for e.
+func (e *entry) pending() []*heraldv1.Publication {
+	if e.held == nil {
+		return nil
+	}
+	return *e.held
 }
 
 type shard struct {
@@ -368,18 +380,21 @@ func (r *router) applyLocked(e *entry, p *heraldv1.Publication, b *batch) {
 }
 
 func (r *router) hold(e *entry, p *heraldv1.Publication) {
-	if len(e.buf) >= r.srv.cfg.PendingLimit {
+	if len(e.pending()) >= r.srv.cfg.PendingLimit {
 		// Dropping is safe: the hole shows up as a gap and is filled.
 		r.srv.m.pushesDropped.WithLabelValues("overflow").Inc()
 		return
 	}
-	e.buf = append(e.buf, p)
+	if e.held == nil {
+		e.held = new([]*heraldv1.Publication)
+	}
+	*e.held = append(*e.held, p)
 }
 
 // drainLocked re-applies held publications in seq order.
 func (r *router) drainLocked(e *entry, b *batch) {
-	held := e.buf
-	e.buf = nil
+	held := e.pending()
+	e.held = nil
 	slices.SortFunc(held, func(a, b *heraldv1.Publication) int {
 		switch {
 		case a.GetSeq() < b.GetSeq():
@@ -476,7 +491,7 @@ func (r *router) process(ctx context.Context, ch string) {
 	state, since, epoch := e.state, e.last, e.epoch
 	var target uint64
 	if state == entryFilling {
-		target = minSeq(e.buf) - 1
+		target = minSeq(e.pending()) - 1
 	}
 	sh.mu.Unlock()
 
@@ -590,7 +605,7 @@ func (r *router) orphan(parts []int32) {
 				continue
 			}
 			e.state = entryFailed
-			e.buf = nil
+			e.held = nil
 			b.add(e, item{kind: itemReset, ch: e.ch})
 			n++
 		}
@@ -618,7 +633,7 @@ func (r *router) sync(ctx context.Context, sh *shard, e *entry) {
 	}
 	if err != nil {
 		e.state = entryFailed
-		e.buf = nil
+		e.held = nil
 		b.add(e, item{kind: itemFail, ch: e.ch})
 		if e.total == 0 {
 			delete(sh.m, e.ch)

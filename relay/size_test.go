@@ -23,7 +23,7 @@ func TestClientSizeClass(t *testing.T) {
 // TestEntrySizeClass: a relay holds one router entry per channel with local
 // subscribers; with a personal channel per user that is one per connection.
 func TestEntrySizeClass(t *testing.T) {
-	if n := unsafe.Sizeof(entry{}); n > 128 {
-		t.Errorf("router entry is %d bytes, want at most 128 (Go's 128-byte size class)", n)
+	if n := unsafe.Sizeof(entry{}); n > 96 {
+		t.Errorf("router entry is %d bytes, want at most 96 (Go's 96-byte size class)", n)
 	}
 }
