@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herald-chat/herald/internal/admin"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/partition"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
@@ -210,7 +209,9 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Go(func() { s.links.watch(bg) })
 	wg.Go(func() { s.yielder(bg) })
 	if s.cfg.PprofAddr != "" {
-		wg.Go(func() { s.servePprof(bg) })
+		if _, err := admin.ServePprof(bg, s.cfg.PprofAddr, s.log); err != nil {
+			s.log.Warn("pprof not served", "err", err)
+		}
 	}
 	for _, l := range s.links.links {
 		wg.Go(func() { s.links.run(bg, l) })
@@ -594,23 +595,6 @@ func (s *Server) recoverRangeEpoch(ctx context.Context, ch string, since uint64,
 		}
 	}
 	return out, epoch, true
-}
-
-// servePprof serves net/http/pprof on PprofAddr until ctx ends.
-func (s *Server) servePprof(ctx context.Context) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	hs := &http.Server{Addr: s.cfg.PprofAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	stop := context.AfterFunc(ctx, func() { _ = hs.Close() })
-	defer stop()
-	s.log.Info("pprof listening", "addr", s.cfg.PprofAddr)
-	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		s.log.Warn("pprof server", "err", err)
-	}
 }
 
 // --- worker pool -----------------------------------------------------------

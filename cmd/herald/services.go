@@ -68,10 +68,15 @@ func (f *secretFlag) verifier() (*auth.Verifier, error) {
 	return auth.NewVerifier(f.secret), nil
 }
 
-type adminFlag struct{ addr string }
+type adminFlag struct{ addr, pprof string }
 
 func (f *adminFlag) register(fs *flag.FlagSet, service, def string) {
 	config.String(fs, &f.addr, "admin-addr", "HERALD_"+upper(service)+"_ADMIN_ADDR", def, "admin listener (/metrics, /healthz, /readyz)")
+}
+
+// registerPprof adds -pprof-addr (the relay has its own, in relay.Config).
+func (f *adminFlag) registerPprof(fs *flag.FlagSet, service string) {
+	config.String(fs, &f.pprof, "pprof-addr", "HERALD_"+upper(service)+"_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
 }
 
 func upper(s string) string {
@@ -91,13 +96,18 @@ type service interface {
 }
 
 // serve runs svc with its admin server until ctx is cancelled.
-func serve(ctx context.Context, name string, svc service, adm *admin.Server, adminAddr string, log *slog.Logger) error {
+func serve(ctx context.Context, name string, svc service, adm *admin.Server, af adminFlag, log *slog.Logger) error {
 	adm.AddCheck(name, svc.Ready)
-	if err := adm.Listen(adminAddr); err != nil {
-		return fmt.Errorf("admin listener %s: %w", adminAddr, err)
+	if err := adm.Listen(af.addr); err != nil {
+		return fmt.Errorf("admin listener %s: %w", af.addr, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if af.pprof != "" {
+		if _, err := admin.ServePprof(ctx, af.pprof, log); err != nil {
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	var adminErr error
 	wg.Add(1)
@@ -131,6 +141,7 @@ func newControllerCmd() *controllerCmd {
 	c.kafka.RegisterFlags(c.fs)
 	c.sf.register(c.fs)
 	c.af.register(c.fs, "controller", "127.0.0.1:9101")
+	c.af.registerPprof(c.fs, "controller")
 	return c
 }
 
@@ -167,6 +178,7 @@ func newManagementCmd() *managementCmd {
 	c.s3.register(c.fs)
 	c.tf.register(c.fs)
 	c.af.register(c.fs, "management", "127.0.0.1:9102")
+	c.af.registerPprof(c.fs, "management")
 	return c
 }
 
@@ -184,6 +196,7 @@ func newCacherCmd() *cacherCmd {
 	c.sf.register(c.fs)
 	c.s3.register(c.fs)
 	c.af.register(c.fs, "cacher", "127.0.0.1:9103")
+	c.af.registerPprof(c.fs, "cacher")
 	return c
 }
 
@@ -209,7 +222,7 @@ func runController(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "controller", srv, adm, c.af.addr, log)
+	return serve(ctx, "controller", srv, adm, c.af, log)
 }
 
 func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
@@ -234,7 +247,7 @@ func runRelay(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "relay", srv, adm, c.af.addr, log)
+	return serve(ctx, "relay", srv, adm, c.af, log)
 }
 
 func runManagement(ctx context.Context, args []string, log *slog.Logger) error {
@@ -263,7 +276,7 @@ func runManagement(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "management", srv, adm, c.af.addr, log)
+	return serve(ctx, "management", srv, adm, c.af, log)
 }
 
 func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
@@ -296,7 +309,7 @@ func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, "cacher", srv, adm, c.af.addr, log)
+	return serve(ctx, "cacher", srv, adm, c.af, log)
 }
 
 // setRelayProcs gives a process that runs a relay one P more than its event

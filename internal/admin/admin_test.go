@@ -66,3 +66,41 @@ func TestEndpoints(t *testing.T) {
 		t.Fatal("Serve did not return after cancel")
 	}
 }
+
+// ServePprof binds at once (a busy address is a start-up error), serves the
+// heap profile the load tester's --server-pprof reads, and stops with ctx.
+func TestServePprof(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	addr, err := ServePprof(ctx, "127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (string, error) {
+		resp, err := http.Get("http://" + addr.String() + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	body, err := get()
+	if err != nil || !strings.Contains(body, "# HeapAlloc = ") {
+		t.Fatalf("heap profile: %v %.200q", err, body)
+	}
+	if _, err := ServePprof(ctx, addr.String(), log); err == nil || !strings.Contains(err.Error(), "pprof listener") {
+		t.Errorf("second listener on the same address: %v", err)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := get(); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("pprof still served after ctx ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
