@@ -47,12 +47,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/internal/store"
 )
@@ -83,6 +85,13 @@ type Config struct {
 	// instances' triggers). Default "<hostname>/<addr>/<random>"
 	// (HERALD_CACHER_INSTANCE); it must differ between instances.
 	Instance string
+	// RequireAdmin makes the HTTP API answer only requests carrying an
+	// admin token (`herald token --admin`) that Verifier accepts. Off by
+	// default (HERALD_CACHER_REQUIRE_ADMIN): the API listens on loopback
+	// and nginx does not expose it; turn it on when it listens elsewhere.
+	RequireAdmin bool
+	// Verifier checks the admin tokens; required with RequireAdmin.
+	Verifier *auth.Verifier
 }
 
 // LeaseName is the store lease that serializes archive runs across cacher
@@ -98,6 +107,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.Interval, "cacher-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
 	config.Duration(fs, &c.LeaseTTL, "cacher-lease-ttl", "HERALD_CACHER_LEASE_TTL", time.Minute, "lifetime of the store lease that allows one archive run at a time across instances (renewed every third of it)")
 	config.String(fs, &c.Instance, "cacher-instance", "HERALD_CACHER_INSTANCE", "", "this instance's id as lease owner (default <hostname>/<addr>/<random>)")
+	config.Bool(fs, &c.RequireAdmin, "cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN", false, "answer API requests only with an admin token (herald token --admin) signed with HERALD_TOKEN_SECRET")
 }
 
 // Validate reports configuration errors naming the flag and env variable.
@@ -116,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond) {
 		return fmt.Errorf("-cacher-lease-ttl (HERALD_CACHER_LEASE_TTL) %s: must be at least 30ms", c.LeaseTTL)
+	}
+	if c.RequireAdmin && c.Verifier == nil {
+		return errors.New("-cacher-require-admin (HERALD_CACHER_REQUIRE_ADMIN) needs the token secret: set HERALD_TOKEN_SECRET")
 	}
 	return nil
 }
@@ -837,7 +850,39 @@ func (s *Server) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	if s.cfg.RequireAdmin {
+		return s.adminOnly(mux)
+	}
 	return mux
+}
+
+// adminOnly passes on the requests that carry a valid admin token and
+// answers the others 401 (no or bad token) or 403 (not an admin).
+func (s *Server) adminOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		token = strings.TrimSpace(token)
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing bearer token: the cacher API needs an admin token (herald token --admin)"})
+			return
+		}
+		claims, err := s.cfg.Verifier.Verify(token)
+		if err != nil {
+			msg := "invalid token"
+			if errors.Is(err, auth.ErrExpired) {
+				msg = "token expired"
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="herald", error="invalid_token"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
+			return
+		}
+		if !claims.Admin {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the cacher API needs an admin token (herald token --admin)"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

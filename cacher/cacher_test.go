@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/engines/ferret"
 	"github.com/herald-chat/herald/internal/engines/s3local/s3test"
 	"github.com/herald-chat/herald/internal/store"
@@ -127,6 +128,7 @@ type env struct {
 	seed *seeder
 	arc  *archive.Client
 	cfg  archive.Config
+	ccfg Config // the cacher's
 	c    *Server
 	reg  *prometheus.Registry
 }
@@ -135,10 +137,14 @@ type option func(*env)
 
 func withEndpoint(ep string) option   { return func(e *env) { e.cfg.Endpoint = ep } }
 func withStore(st store.Store) option { return func(e *env) { e.st = st } }
+func withAdminOnly(v *auth.Verifier) option {
+	return func(e *env) { e.ccfg.RequireAdmin, e.ccfg.Verifier = true, v }
+}
 
 func newEnv(tb testing.TB, opts ...option) *env {
 	tb.Helper()
-	e := &env{st: memstore.New(), reg: prometheus.NewRegistry()}
+	e := &env{st: memstore.New(), reg: prometheus.NewRegistry(),
+		ccfg: Config{Addr: "127.0.0.1:0", ChunkSize: k, MinAge: 24 * time.Hour, Interval: time.Hour}}
 	e.cfg = archive.Config{
 		Endpoint: s3test.Endpoint(), Bucket: s3test.Bucket(tb), AccessKey: s3test.AccessKey, SecretKey: s3test.SecretKey,
 		ChunkSize: k, MaxRetries: 1, RequestTimeout: 5 * time.Second,
@@ -153,7 +159,7 @@ func newEnv(tb testing.TB, opts ...option) *env {
 	}
 	e.arc = arc
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e.c, err = New(Config{Addr: "127.0.0.1:0", ChunkSize: k, MinAge: 24 * time.Hour, Interval: time.Hour}, e.st, arc, log, e.reg)
+	e.c, err = New(e.ccfg, e.st, arc, log, e.reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -452,6 +458,63 @@ func (g *gatedStore) Channels(ctx context.Context, after string, limit int) ([]s
 		return nil, ctx.Err()
 	}
 	return g.Store.Channels(ctx, after, limit)
+}
+
+// With RequireAdmin the API answers only admin tokens: 401 without a
+// token or with a bad one, 403 for a valid non-admin token.
+func TestHTTPAPIRequiresAdmin(t *testing.T) {
+	const secret = "cacher-test-secret"
+	e := newEnv(t, withAdminOnly(auth.NewVerifier(secret)))
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	sign := func(c *auth.Claims) string {
+		tok, err := auth.Sign(secret, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	admin := auth.NewClaims("ops", nil, time.Minute)
+	admin.Admin = true
+	other := auth.NewClaims("ops", nil, time.Minute)
+	forged, _ := auth.Sign("another-secret", admin)
+	do := func(method, path, token string) int {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		name, token string
+		want        int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"forged", forged, http.StatusUnauthorized},
+		{"not admin", sign(other), http.StatusForbidden},
+	} {
+		if got := do(http.MethodPost, "/v1/archive/run", c.token); got != c.want {
+			t.Errorf("POST with %s: %d, want %d", c.name, got, c.want)
+		}
+		if got := do(http.MethodGet, "/v1/archive/runs/x", c.token); got != c.want {
+			t.Errorf("GET with %s: %d, want %d", c.name, got, c.want)
+		}
+	}
+	if got := do(http.MethodPost, "/v1/archive/run", sign(admin)); got != http.StatusAccepted {
+		t.Errorf("POST with an admin token: %d, want 202", got)
+	}
+	if got := do(http.MethodGet, "/v1/archive/runs/x", sign(admin)); got != http.StatusNotFound {
+		t.Errorf("GET of an unknown run with an admin token: %d, want 404", got)
+	}
+	// RequireAdmin without a verifier is a configuration error.
+	if err := (&Config{Addr: "127.0.0.1:0", Interval: time.Hour, RequireAdmin: true}).Validate(); err == nil || !strings.Contains(err.Error(), "HERALD_TOKEN_SECRET") {
+		t.Errorf("RequireAdmin without a secret: %v", err)
+	}
 }
 
 func TestHTTPAPI(t *testing.T) {

@@ -183,11 +183,12 @@ func newManagementCmd() *managementCmd {
 }
 
 type cacherCmd struct {
-	fs  *flag.FlagSet
-	cfg cacher.Config
-	sf  storeFlags
-	s3  s3Flags
-	af  adminFlag
+	fs     *flag.FlagSet
+	cfg    cacher.Config
+	sf     storeFlags
+	s3     s3Flags
+	af     adminFlag
+	secret string
 }
 
 func newCacherCmd() *cacherCmd {
@@ -197,6 +198,7 @@ func newCacherCmd() *cacherCmd {
 	c.s3.register(c.fs)
 	c.af.register(c.fs, "cacher", "127.0.0.1:9103")
 	c.af.registerPprof(c.fs, "cacher")
+	config.String(c.fs, &c.secret, "token-secret", "HERALD_TOKEN_SECRET", "", "HS256 secret that signs admin tokens (needed with -cacher-require-admin)")
 	return c
 }
 
@@ -283,6 +285,9 @@ func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
 	c := newCacherCmd()
 	if err := parseFlags(c.fs, args); err != nil {
 		return err
+	}
+	if c.secret != "" {
+		c.cfg.Verifier = auth.NewVerifier(c.secret)
 	}
 	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
