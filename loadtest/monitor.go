@@ -178,14 +178,15 @@ func (m *monitor) maybeLiveEnd(now time.Time, conns int) {
 func (m *monitor) liveStats() *LiveHeapStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.live == nil || (m.live.Error == "" && m.live.Conns == 0) {
-		if m.live != nil {
-			return &LiveHeapStats{BaseBytes: m.live.BaseBytes, Error: "no sample in the last second of the window (is --duration at least 1s?)"}
-		}
+	switch l := m.live; {
+	case l == nil:
 		return nil
+	case l.Error == "" && l.Conns == 0:
+		return &LiveHeapStats{BaseBytes: l.BaseBytes, Error: "no sample in the last second of the window (is --duration at least 1s?)"}
+	default:
+		c := *l
+		return &c
 	}
-	l := *m.live
-	return &l
 }
 
 func (m *monitor) printLine(s Sample) {

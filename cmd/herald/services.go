@@ -58,7 +58,13 @@ func (f *s3Flags) open(ctx context.Context) (*archive.Client, error) {
 type secretFlag struct{ secret string }
 
 func (f *secretFlag) register(fs *flag.FlagSet) {
-	config.String(fs, &f.secret, "token-secret", "HERALD_TOKEN_SECRET", "", "HS256 secret of client tokens (required)")
+	f.registerAs(fs, "HS256 secret of client tokens (required)")
+}
+
+// registerAs adds -token-secret with usage (the cacher needs it only for
+// its admin requirement).
+func (f *secretFlag) registerAs(fs *flag.FlagSet, usage string) {
+	config.String(fs, &f.secret, "token-secret", "HERALD_TOKEN_SECRET", "", usage)
 }
 
 func (f *secretFlag) verifier() (*auth.Verifier, error) {
@@ -98,15 +104,15 @@ type service interface {
 // serve runs svc with its admin server until ctx is cancelled.
 func serve(ctx context.Context, name string, svc service, adm *admin.Server, af adminFlag, log *slog.Logger) error {
 	adm.AddCheck(name, svc.Ready)
-	if err := adm.Listen(af.addr); err != nil {
-		return fmt.Errorf("admin listener %s: %w", af.addr, err)
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer cancel() // also stops pprof when the admin listener fails
 	if af.pprof != "" {
 		if _, err := admin.ServePprof(ctx, af.pprof, log); err != nil {
 			return err
 		}
+	}
+	if err := adm.Listen(af.addr); err != nil {
+		return fmt.Errorf("admin listener %s: %w", af.addr, err)
 	}
 	var wg sync.WaitGroup
 	var adminErr error
@@ -183,12 +189,12 @@ func newManagementCmd() *managementCmd {
 }
 
 type cacherCmd struct {
-	fs     *flag.FlagSet
-	cfg    cacher.Config
-	sf     storeFlags
-	s3     s3Flags
-	af     adminFlag
-	secret string
+	fs  *flag.FlagSet
+	cfg cacher.Config
+	sf  storeFlags
+	s3  s3Flags
+	af  adminFlag
+	tf  secretFlag
 }
 
 func newCacherCmd() *cacherCmd {
@@ -198,7 +204,7 @@ func newCacherCmd() *cacherCmd {
 	c.s3.register(c.fs)
 	c.af.register(c.fs, "cacher", "127.0.0.1:9103")
 	c.af.registerPprof(c.fs, "cacher")
-	config.String(c.fs, &c.secret, "token-secret", "HERALD_TOKEN_SECRET", "", "HS256 secret that signs admin tokens (needed with -cacher-require-admin)")
+	c.tf.registerAs(c.fs, "HS256 secret that signs admin tokens (needed with -cacher-require-admin)")
 	return c
 }
 
@@ -286,8 +292,8 @@ func runCacher(ctx context.Context, args []string, log *slog.Logger) error {
 	if err := parseFlags(c.fs, args); err != nil {
 		return err
 	}
-	if c.secret != "" {
-		c.cfg.Verifier = auth.NewVerifier(c.secret)
+	if c.tf.secret != "" {
+		c.cfg.Verifier = auth.NewVerifier(c.tf.secret)
 	}
 	if err := errors.Join(config.EnvErrors(), c.cfg.Validate()); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
