@@ -479,15 +479,7 @@ func TestHTTPAPIRequiresAdmin(t *testing.T) {
 	other := auth.NewClaims("ops", nil, time.Minute)
 	forged, _ := auth.Sign("another-secret", admin)
 	do := func(method, path, token string) int {
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		resp, _ := testutil.Do(t, method, srv.URL+path, token, nil)
 		return resp.StatusCode
 	}
 	for _, c := range []struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -445,18 +446,11 @@ func (s *Server) ringJanitor(ctx context.Context) {
 	if idle <= 0 || s.cfg.RingSize == 0 {
 		return
 	}
-	t := time.NewTicker(max(idle/4, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if n := s.evictIdleRings(now, idle); n > 0 {
-				s.m.ringsEvicted.Add(float64(n))
-			}
+	tick.Every(ctx, max(idle/4, time.Second), func(now time.Time) {
+		if n := s.evictIdleRings(now, idle); n > 0 {
+			s.m.ringsEvicted.Add(float64(n))
 		}
-	}
+	})
 }
 
 // badLog rate-limits bad-record logs (poll loop only).

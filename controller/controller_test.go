@@ -20,10 +20,7 @@ import (
 // dense seqs; Recover answers gaps from the ring and from the store.
 func TestStreamPersistRecover(t *testing.T) {
 	const parts, perChannel = 4, 60
-	brokers := startKafka(t)
-	st := memstore.New()
-	c := startController(t, testConfig(brokers, parts, "c1"), st)
-	waitOwns(t, c.Server, parts)
+	brokers, st, c := startSolo(t, parts)
 
 	chans := channelNames(8)
 	wanted := chans[:4]
@@ -405,10 +402,7 @@ func TestTwoControllers(t *testing.T) {
 // are skipped and counted, and the checkpoint still moves past them.
 func TestBadRecords(t *testing.T) {
 	const parts = 1
-	brokers := startKafka(t)
-	st := memstore.New()
-	c := startController(t, testConfig(brokers, parts, "c1"), st)
-	waitOwns(t, c.Server, parts)
+	brokers, st, c := startSolo(t, parts)
 
 	good := testMessage("chat:ok", 0)
 	empty := testMessage("", 0)
@@ -439,10 +433,7 @@ func TestBadRecords(t *testing.T) {
 // authorities).
 func TestMisroutedRecord(t *testing.T) {
 	const parts = 2
-	brokers := startKafka(t)
-	st := memstore.New()
-	c := startController(t, testConfig(brokers, parts, "c1"), st)
-	waitOwns(t, c.Server, parts)
+	brokers, st, c := startSolo(t, parts)
 	if err := c.Ready(context.Background()); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}

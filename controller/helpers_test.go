@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/internal/store/memstore"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -123,6 +124,17 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// startSolo starts a Kafka cluster and one controller "c1" over a memory
+// store, and waits until it owns all parts partitions.
+func startSolo(tb testing.TB, parts int) ([]string, *memstore.Store, *runningController) {
+	tb.Helper()
+	brokers := startKafka(tb)
+	st := memstore.New()
+	c := startController(tb, testConfig(brokers, int32(parts), "c1"), st)
+	waitOwns(tb, c.Server, parts)
+	return brokers, st, c
 }
 
 func waitOwns(tb testing.TB, s *Server, n int) {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/herald-chat/herald/internal/partition"
-	"github.com/herald-chat/herald/internal/store/memstore"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -14,10 +13,7 @@ import (
 // store), a busy one keeps it, and the next publication continues densely.
 func TestIdleRingsEvicted(t *testing.T) {
 	const parts, perChannel = 2, 20
-	brokers := startKafka(t)
-	st := memstore.New()
-	c := startController(t, testConfig(brokers, parts, "c1"), st)
-	waitOwns(t, c.Server, parts)
+	brokers, _, c := startSolo(t, parts)
 	chans := channelNames(2)
 	idle, busy := chans[0], chans[1]
 	produce(t, brokers, parts, interleaved(chans, 0, perChannel))

@@ -190,25 +190,7 @@ func (e *env) getWith(tb testing.TB, path, tok string, hdr http.Header) response
 
 func (e *env) do(tb testing.TB, path, tok string, hdr http.Header) response {
 	tb.Helper()
-	req, err := http.NewRequest("GET", e.http.URL+path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	resp, body := testutil.Do(tb, http.MethodGet, e.http.URL+path, tok, hdr)
 	return response{resp.StatusCode, resp.Header, body}
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -240,32 +241,25 @@ func (ls *links) markLost(idx int) {
 // to recover instead of silently missing what is published meanwhile.
 func (ls *links) watch(ctx context.Context) {
 	grace := ls.srv.cfg.ControllerGrace
-	t := time.NewTicker(max(min(grace/4, time.Second), 20*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			var orphaned []int32
-			ls.mu.Lock()
-			for idx, lp := range ls.lost {
-				if now.Sub(lp.at) < grace {
-					continue
-				}
-				for _, p := range lp.parts {
-					if _, owned := ls.owners[p]; !owned {
-						orphaned = append(orphaned, p)
-					}
-				}
-				delete(ls.lost, idx)
+	tick.Every(ctx, max(min(grace/4, time.Second), 20*time.Millisecond), func(now time.Time) {
+		var orphaned []int32
+		ls.mu.Lock()
+		for idx, lp := range ls.lost {
+			if now.Sub(lp.at) < grace {
+				continue
 			}
-			ls.mu.Unlock()
-			if len(orphaned) > 0 {
-				ls.srv.router.orphan(orphaned)
+			for _, p := range lp.parts {
+				if _, owned := ls.owners[p]; !owned {
+					orphaned = append(orphaned, p)
+				}
 			}
+			delete(ls.lost, idx)
 		}
-	}
+		ls.mu.Unlock()
+		if len(orphaned) > 0 {
+			ls.srv.router.orphan(orphaned)
+		}
+	})
 }
 
 // order returns the links to ask for ch: the known owner first.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/protocol"
+	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -696,30 +697,23 @@ func minSeq(ps []*heraldv1.Publication) uint64 {
 // sends the interest removals.
 func (r *router) janitor(ctx context.Context) {
 	grace := r.srv.cfg.InterestGrace
-	t := time.NewTicker(max(grace/4, 50*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			var removed []string
-			r.imu.Lock()
-			for i := range r.shards {
-				sh := &r.shards[i]
-				sh.mu.Lock()
-				for ch, e := range sh.m {
-					if e.total == 0 && e.idleSince != 0 && now.UnixNano()-e.idleSince >= int64(grace) {
-						delete(sh.m, ch)
-						removed = append(removed, ch)
-					}
+	tick.Every(ctx, max(grace/4, 50*time.Millisecond), func(now time.Time) {
+		var removed []string
+		r.imu.Lock()
+		for i := range r.shards {
+			sh := &r.shards[i]
+			sh.mu.Lock()
+			for ch, e := range sh.m {
+				if e.total == 0 && e.idleSince != 0 && now.UnixNano()-e.idleSince >= int64(grace) {
+					delete(sh.m, ch)
+					removed = append(removed, ch)
 				}
-				sh.mu.Unlock()
 			}
-			if len(removed) > 0 {
-				r.srv.links.removeInterest(removed)
-			}
-			r.imu.Unlock()
+			sh.mu.Unlock()
 		}
-	}
+		if len(removed) > 0 {
+			r.srv.links.removeInterest(removed)
+		}
+		r.imu.Unlock()
+	})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/herald-chat/herald/internal/admin"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -377,18 +378,11 @@ func (s *Server) yielder(ctx context.Context) {
 
 // ticker drives the per-connection timers of every loop.
 func (s *Server) ticker(ctx context.Context) {
-	t := time.NewTicker(tickInterval(&s.cfg))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			for _, l := range s.allLoops() {
-				l.execute(func() { l.tick(now) })
-			}
+	tick.Every(ctx, tickInterval(&s.cfg), func(now time.Time) {
+		for _, l := range s.allLoops() {
+			l.execute(func() { l.tick(now) })
 		}
-	}
+	})
 }
 
 // --- gnet.EventHandler -----------------------------------------------------

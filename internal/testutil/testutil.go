@@ -34,23 +34,38 @@ func MetricValue(tb testing.TB, c prometheus.Collector) float64 {
 	return 0
 }
 
-// GetJSON GETs rawURL (with a Bearer token when bearer is set), decodes a
-// 200 response into out (when non-nil) and returns the status code.
-func GetJSON(tb testing.TB, rawURL, bearer string, out any) int {
+// Do sends a body-less request to rawURL with the headers in hdr (and a
+// Bearer token when bearer is set) and returns the response, its body
+// already read and closed.
+func Do(tb testing.TB, method, rawURL, bearer string, hdr http.Header) (*http.Response, []byte) {
 	tb.Helper()
-	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	req, err := http.NewRequest(method, rawURL, nil)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		tb.Fatalf("GET %s: %v", rawURL, err)
+		tb.Fatalf("%s %s: %v", method, rawURL, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("%s %s: reading the body: %v", method, rawURL, err)
+	}
+	return resp, body
+}
+
+// GetJSON GETs rawURL (with a Bearer token when bearer is set), decodes a
+// 200 response into out (when non-nil) and returns the status code.
+func GetJSON(tb testing.TB, rawURL, bearer string, out any) int {
+	tb.Helper()
+	resp, body := Do(tb, http.MethodGet, rawURL, bearer, nil)
 	if resp.StatusCode == http.StatusOK && out != nil {
 		if err := json.Unmarshal(body, out); err != nil {
 			tb.Fatalf("GET %s: decoding %s: %v", rawURL, body, err)
