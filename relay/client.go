@@ -124,10 +124,12 @@ type subscription struct {
 	server bool  // from the token's channels (connect)
 	state  subState
 	last   uint64 // last seq sent (or positioned at)
-	epoch  string
 
-	tokenExp  int64 // unix ns: the subscription token's exp, 0 = none
-	expiresAt int64 // tokenExp + ExpiredCloseDelay, 0 = never
+	// tokenExp is the subscription token's exp (unix ns, 0 = none); the
+	// subscription expires ExpiredCloseDelay later. One per subscription
+	// of every connection: what is needed only until it goes live is in
+	// init (TestClientSizeClass keeps this in the 64-byte size class).
+	tokenExp int64
 
 	init *subInit // nil once live
 }
@@ -139,6 +141,7 @@ type subInit struct {
 	recover   bool
 	reqOffset uint64
 	reqEpoch  string
+	epoch     string // the channel's epoch when positioned
 	cmdID     uint32
 	result    protocol.SubscribeResult
 }
@@ -572,10 +575,7 @@ func ttlSeconds(exp int64) uint32 {
 // setSubExpiry records sub's token expiry and recomputes the client's
 // earliest subscription expiry.
 func (cl *client) setSubExpiry(sub *subscription, exp int64) {
-	sub.tokenExp, sub.expiresAt = exp, 0
-	if exp != 0 {
-		sub.expiresAt = exp + int64(cl.l.srv.cfg.ExpiredCloseDelay)
-	}
+	sub.tokenExp = exp
 	if cl.subs.get(sub.ch) == sub {
 		cl.recomputeSubExpiry()
 	}
@@ -583,9 +583,10 @@ func (cl *client) setSubExpiry(sub *subscription, exp int64) {
 
 func (cl *client) recomputeSubExpiry() {
 	cl.subExpiry = 0
+	delay := int64(cl.l.srv.cfg.ExpiredCloseDelay)
 	for _, s := range cl.subs {
-		if s.expiresAt != 0 && (cl.subExpiry == 0 || s.expiresAt < cl.subExpiry) {
-			cl.subExpiry = s.expiresAt
+		if s.tokenExp != 0 && (cl.subExpiry == 0 || s.tokenExp+delay < cl.subExpiry) {
+			cl.subExpiry = s.tokenExp + delay
 		}
 	}
 	cl.l.reschedule(cl)
@@ -705,7 +706,7 @@ func (cl *client) startSub(sub *subscription) {
 // position decides the subscription's start: the channel's current top, or
 // the client's position plus the recovered publications.
 func (cl *client) position(sub *subscription, epoch string, last uint64) {
-	sub.epoch = epoch
+	sub.init.epoch = epoch
 	// An empty epoch from the client matches (as in Centrifugo): a channel
 	// has no epoch before its first publication, so a client that subscribed
 	// while the channel was empty only ever saw "" (the SDKs learn the epoch
@@ -743,7 +744,7 @@ func (cl *client) resolve(sub *subscription, last uint64, recovered bool, pubs [
 	in.result = protocol.SubscribeResult{
 		Recoverable: true,
 		Positioned:  true,
-		Epoch:       sub.epoch,
+		Epoch:       in.epoch,
 		Offset:      last,
 		Recovered:   recovered,
 		WasRecover:  in.recover,

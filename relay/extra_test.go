@@ -81,7 +81,7 @@ func TestPendingOrderAcrossRecovery(t *testing.T) {
 	c := &slowConn{}
 	cl := &client{c: c, l: l, state: stateConnected}
 	l.addConn(cl)
-	sub := &subscription{ch: "room", state: subRecovering, epoch: "e", init: &subInit{cmdID: 9, recover: true}}
+	sub := &subscription{ch: "room", state: subRecovering, init: &subInit{cmdID: 9, recover: true, epoch: "e"}}
 	l.addSub(cl, sub)
 	mk := func(seq uint64) item {
 		return pubItem(&heraldv1.Publication{Channel: "room", Seq: seq, Epoch: "e", Message: &heraldv1.Message{Data: []byte(`1`)}})

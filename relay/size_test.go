@@ -15,8 +15,8 @@ func TestClientSizeClass(t *testing.T) {
 	if n := unsafe.Sizeof(client{}); n > 208 {
 		t.Errorf("client is %d bytes, want at most 208 (Go's 208-byte size class)", n)
 	}
-	if n := unsafe.Sizeof(subscription{}); n > 80 {
-		t.Errorf("subscription is %d bytes, want at most 80", n)
+	if n := unsafe.Sizeof(subscription{}); n > 64 {
+		t.Errorf("subscription is %d bytes, want at most 64 (Go's 64-byte size class): what it needs only until it is live belongs in subInit", n)
 	}
 }
 
