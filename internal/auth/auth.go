@@ -99,6 +99,7 @@ func (c *Claims) ExpiresAt() time.Time {
 type Verifier struct {
 	secret []byte
 	parser *jwt.Parser
+	fast   *fastVerifier
 }
 
 // NewVerifier returns a Verifier for secret. It panics on an empty secret:
@@ -110,7 +111,8 @@ func NewVerifier(secret string) *Verifier {
 	return &Verifier{
 		secret: []byte(secret),
 		// Only HS256 is accepted: "alg: none" and algorithm confusion fail.
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(5*time.Second)),
+		parser: jwt.NewParser(jwt.WithValidMethods([]string{"HS256"}), jwt.WithLeeway(leeway)),
+		fast:   newFastVerifier([]byte(secret)),
 	}
 }
 
@@ -118,27 +120,39 @@ func (v *Verifier) keyFunc(*jwt.Token) (any, error) { return v.secret, nil }
 
 // Verify parses a connection token. It requires a non-empty sub.
 func (v *Verifier) Verify(token string) (*Claims, error) {
-	var c Claims
-	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFunc); err != nil {
-		return nil, classify(err)
+	var c *Claims
+	if fc := v.fast.verify(token); fc != nil {
+		c = &Claims{RegisteredClaims: fc.registered(), Info: fc.Info, Channels: fc.Channels, Caps: fc.Caps, Admin: fc.Admin}
+		v.fast.done(fc)
+	} else {
+		c = new(Claims)
+		if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
+			return nil, classify(err)
+		}
 	}
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: missing sub", ErrInvalid)
 	}
-	return &c, nil
+	return c, nil
 }
 
 // VerifySubscription parses a subscription token and checks it was issued
 // for user and channel.
 func (v *Verifier) VerifySubscription(token, user, channel string) (*SubscriptionClaims, error) {
-	var c SubscriptionClaims
-	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFunc); err != nil {
-		return nil, classify(err)
+	var c *SubscriptionClaims
+	if fc := v.fast.verify(token); fc != nil {
+		c = &SubscriptionClaims{RegisteredClaims: fc.registered(), Channel: fc.Channel}
+		v.fast.done(fc)
+	} else {
+		c = new(SubscriptionClaims)
+		if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
+			return nil, classify(err)
+		}
 	}
 	if c.Subject != user || c.Channel != channel {
 		return nil, fmt.Errorf("%w: issued for another user or channel", ErrInvalid)
 	}
-	return &c, nil
+	return c, nil
 }
 
 // HistoryGrant returns a token that lets user read the history of channel
