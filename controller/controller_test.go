@@ -376,6 +376,41 @@ func TestTwoControllers(t *testing.T) {
 		t.Fatalf("Recover on owner: %v %v", err, resp)
 	}
 
+	// Positions answers what Recover with limit 0 answers, for the owned
+	// channels, and flags the others.
+	ask := append(slices.Clone(chans), "", "chat:never-published")
+	for _, c := range []*runningController{a, b} {
+		own := c.Ownership().Partitions
+		cl := dialController(t, c.Addr())
+		resp, err := cl.Positions(context.Background(), &heraldv1.PositionsRequest{Channels: ask})
+		if err != nil || len(resp.Positions) != len(ask) {
+			t.Fatalf("Positions on %s: %v, %v", c.cfg.ID, resp, err)
+		}
+		for i, ch := range ask {
+			pos := resp.Positions[i]
+			if want := ch != "" && slices.Contains(own, partition.For(ch, parts)); pos.Owned != want {
+				t.Fatalf("Positions on %s: %q owned=%v, want %v", c.cfg.ID, ch, pos.Owned, want)
+			}
+			if !pos.Owned {
+				continue
+			}
+			rec, err := cl.Recover(context.Background(), &heraldv1.RecoverRequest{Channel: ch})
+			if err != nil || pos.Epoch != rec.Epoch || pos.Offset != rec.Offset || pos.Epoch == "" {
+				t.Fatalf("Positions on %s: %q at %q/%d, Recover says %v, %v", c.cfg.ID, ch, pos.Epoch, pos.Offset, rec, err)
+			}
+			if want := uint64(20); slices.Contains(chans, ch) && pos.Offset != want {
+				t.Fatalf("Positions on %s: %q offset %d, want %d", c.cfg.ID, ch, pos.Offset, want)
+			}
+		}
+	}
+	tooMany := make([]string, maxPositions+1)
+	for i := range tooMany {
+		tooMany[i] = fmt.Sprintf("chat:%d", i)
+	}
+	if _, err := dialController(t, a.Addr()).Positions(context.Background(), &heraldv1.PositionsRequest{Channels: tooMany}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Positions with %d channels: %v, want InvalidArgument", len(tooMany), err)
+	}
+
 	// b leaves: a takes everything over and continues densely.
 	b.stop(t)
 	waitFor(t, 30*time.Second, "a to own every partition", func() bool {

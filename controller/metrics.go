@@ -27,6 +27,7 @@ type metrics struct {
 	pausedPartitions  prometheus.Gauge
 	lag               *prometheus.GaugeVec
 	recoverRequests   *prometheus.CounterVec
+	positions         *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -71,6 +72,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		recoverRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "recover_requests_total", Help: "Recover calls by result (recovered, not_recovered, position, not_owner, error)."},
 			[]string{"result"}),
+		positions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "positions_total", Help: "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner)."},
+			[]string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -78,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	var errs []error
 	for _, c := range []prometheus.Collector{m.ownedPartitions, m.recordsConsumed, m.ringsEvicted, m.badRecords, m.consumeToStream,
 		m.deliveries, m.relayStreams, m.slowRelays, m.interestChannels, m.batchSize, m.batchWriteSeconds,
-		m.storeErrors, m.backlog, m.maxBacklog, m.pausedPartitions, m.lag, m.recoverRequests} {
+		m.storeErrors, m.backlog, m.maxBacklog, m.pausedPartitions, m.lag, m.recoverRequests, m.positions} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -88,6 +92,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{"recovered", "not_recovered", "position", "not_owner", "error"} {
 		m.recoverRequests.WithLabelValues(r)
+	}
+	for _, r := range []string{"owned", "not_owner"} {
+		m.positions.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -141,3 +141,43 @@ func (s *Server) readPersisted(ctx context.Context, ps *partState, r store.Range
 		}
 	}
 }
+
+// maxPositions bounds the channels of one Positions request.
+const maxPositions = 1024
+
+// Positions implements heraldv1.RouterServer: each channel's epoch and head
+// seq as Recover answers them with limit 0, owned=false for a channel of a
+// partition this controller does not own (or an empty name). A relay
+// positions the channels that just got their first local subscriber with
+// one call per batch instead of one Recover each.
+func (s *Server) Positions(_ context.Context, req *heraldv1.PositionsRequest) (*heraldv1.PositionsResponse, error) {
+	chs := req.GetChannels()
+	if len(chs) > maxPositions {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d channels per Positions request, got %d", maxPositions, len(chs))
+	}
+	n := s.numParts.Load()
+	all := make([]heraldv1.Position, len(chs)) // one allocation for the answers
+	resp := &heraldv1.PositionsResponse{Positions: make([]*heraldv1.Position, len(chs))}
+	owned := 0
+	for i, ch := range chs {
+		pos := &all[i]
+		resp.Positions[i] = pos
+		if ch == "" {
+			continue
+		}
+		ps := s.part(partition.For(ch, n))
+		if ps == nil {
+			continue
+		}
+		owned++
+		pos.Owned, pos.Epoch = true, epochFor(s.streamID, ch)
+		ps.mu.RLock()
+		if cs := ps.chans[ch]; cs != nil && cs.epoch != "" {
+			pos.Epoch, pos.Offset = cs.epoch, cs.seq
+		}
+		ps.mu.RUnlock()
+	}
+	s.m.positions.WithLabelValues("owned").Add(float64(owned))
+	s.m.positions.WithLabelValues("not_owner").Add(float64(len(chs) - owned))
+	return resp, nil
+}

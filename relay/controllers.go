@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -49,6 +50,8 @@ type link struct {
 
 	mu     sync.Mutex // serializes Send; guards stream
 	stream heraldv1.Router_StreamClient
+
+	noPositions atomic.Bool // the controller answered Positions with Unimplemented
 }
 
 func newLinks(srv *Server, addrs []string, dialOpts ...grpc.DialOption) (*links, error) {
@@ -86,9 +89,14 @@ func (ls *links) up() int {
 
 // addInterest sends an interest add for ch on every open stream. A stream
 // that is down gets the whole interest set when it reconnects.
-func (ls *links) addInterest(ch string) {
-	for _, l := range ls.links {
-		l.send(&heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: &heraldv1.InterestDelta{Add: []string{ch}}}})
+func (ls *links) addInterest(chs ...string) {
+	for len(chs) > 0 {
+		n := min(len(chs), interestChunk)
+		msg := &heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: &heraldv1.InterestDelta{Add: chs[:n]}}}
+		for _, l := range ls.links {
+			l.send(msg)
+		}
+		chs = chs[n:]
 	}
 }
 
@@ -298,6 +306,49 @@ func (ls *links) recover(ctx context.Context, req *heraldv1.RecoverRequest) (*he
 		}
 	}
 	return nil, lastErr
+}
+
+// positions asks each known owner, in one Positions call, for the
+// positions of its channels among chs. An entry is nil where no owner
+// answered (unknown owner, a failed call, a controller without Positions,
+// ownership moved): the caller asks Recover for it.
+func (ls *links) positions(ctx context.Context, chs []string) []*heraldv1.Position {
+	out := make([]*heraldv1.Position, len(chs))
+	parts := int32(ls.srv.cfg.Partitions)
+	byOwner := make(map[int][]int) // link index → indexes into chs
+	ls.mu.RLock()
+	for i, ch := range chs {
+		if owner, ok := ls.owners[partition.For(ch, parts)]; ok {
+			byOwner[owner] = append(byOwner[owner], i)
+		}
+	}
+	ls.mu.RUnlock()
+	for owner, idxs := range byOwner {
+		l := ls.links[owner]
+		if l.noPositions.Load() {
+			continue
+		}
+		req := &heraldv1.PositionsRequest{Channels: make([]string, len(idxs))}
+		for j, i := range idxs {
+			req.Channels[j] = chs[i]
+		}
+		cctx, cancel := context.WithTimeout(ctx, ls.srv.cfg.RPCTimeout)
+		resp, err := l.client.Positions(cctx, req)
+		cancel()
+		if status.Code(err) == codes.Unimplemented {
+			l.noPositions.Store(true) // an older controller: Recover per channel
+			ls.srv.log.Info("controller has no Positions; positioning channels with Recover", "controller", l.addr)
+		}
+		if err != nil || len(resp.GetPositions()) != len(idxs) {
+			continue
+		}
+		for j, i := range idxs {
+			if p := resp.Positions[j]; p.GetOwned() {
+				out[i] = p
+			}
+		}
+	}
+	return out
 }
 
 // recoverRetry retries recover a few times with backoff (the owner may be

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,14 @@ type fakeController struct {
 	skip func(*heraldv1.Publication) bool
 	// hello records the relay ids seen.
 	hellos []string
+
+	// noPositions makes Positions answer Unimplemented (an older
+	// controller); positionsDelay slows each call (a remote controller).
+	noPositions    atomic.Bool
+	positionsDelay time.Duration
+	// positionsCalls counts Positions calls, positionRecovers Recover
+	// calls that only ask for a position (limit 0).
+	positionsCalls, positionRecovers atomic.Int64
 
 	gmu  sync.Mutex
 	addr string
@@ -242,9 +251,32 @@ func (fc *fakeController) interested(ch string) bool {
 	return false
 }
 
+func (fc *fakeController) Positions(_ context.Context, req *heraldv1.PositionsRequest) (*heraldv1.PositionsResponse, error) {
+	if fc.noPositions.Load() {
+		return nil, status.Error(codes.Unimplemented, "method Positions not implemented")
+	}
+	fc.positionsCalls.Add(1)
+	time.Sleep(fc.positionsDelay)
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	resp := &heraldv1.PositionsResponse{}
+	for _, ch := range req.Channels {
+		pos := &heraldv1.Position{}
+		if ch != "" {
+			c := fc.chanLocked(ch)
+			pos.Epoch, pos.Offset, pos.Owned = c.epoch, uint64(len(c.pubs)), true
+		}
+		resp.Positions = append(resp.Positions, pos)
+	}
+	return resp, nil
+}
+
 func (fc *fakeController) Recover(_ context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
 	if req.Channel == "" {
 		return nil, status.Error(codes.InvalidArgument, "no channel")
+	}
+	if req.Limit == 0 {
+		fc.positionRecovers.Add(1)
 	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()

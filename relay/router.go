@@ -446,29 +446,36 @@ func (r *router) enqueue(ch string) {
 	}
 }
 
-func (r *router) next() (string, bool) {
+// nextBatch moves up to max queued channels into buf.
+func (r *router) nextBatch(buf []string, max int) []string {
 	r.qmu.Lock()
 	defer r.qmu.Unlock()
-	if len(r.queue) == 0 {
-		return "", false
-	}
-	ch := r.queue[0]
-	r.queue[0] = ""
-	r.queue = r.queue[1:]
+	n := min(len(r.queue), max)
+	buf = append(buf, r.queue[:n]...)
+	clear(r.queue[:n])
+	r.queue = r.queue[n:]
 	if len(r.queue) > 0 {
 		select {
 		case r.notify <- struct{}{}:
 		default:
 		}
 	}
-	return ch, true
+	return buf
 }
 
-// worker runs syncs and gap fills until ctx ends.
+// maxSyncBatch bounds the new channels a worker positions together: one
+// interest message and one Positions call per controller for all of them.
+const maxSyncBatch = 256
+
+// worker runs syncs and gap fills until ctx ends. It takes what is queued
+// in batches, so a connect storm of new channels (personal channels) is
+// positioned with a few calls instead of one round trip per channel.
 func (r *router) worker(ctx context.Context) {
+	var chs []string
+	var syncs []syncJob
 	for {
-		ch, ok := r.next()
-		if !ok {
+		chs = r.nextBatch(chs[:0], maxSyncBatch)
+		if len(chs) == 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -476,17 +483,32 @@ func (r *router) worker(ctx context.Context) {
 				continue
 			}
 		}
-		r.process(ctx, ch)
+		syncs = syncs[:0]
+		for _, ch := range chs {
+			if job, ok := r.process(ctx, ch); ok {
+				syncs = append(syncs, job)
+			}
+		}
+		r.syncBatch(ctx, syncs)
+		clear(syncs)
 	}
 }
 
-func (r *router) process(ctx context.Context, ch string) {
+// syncJob is an entry waiting for its position.
+type syncJob struct {
+	sh *shard
+	e  *entry
+}
+
+// process runs ch's queued gap fill or re-check; a new entry's sync is
+// returned instead, for syncBatch.
+func (r *router) process(ctx context.Context, ch string) (syncJob, bool) {
 	sh := r.shard(ch)
 	sh.mu.Lock()
 	e := sh.m[ch]
 	if e == nil {
 		sh.mu.Unlock()
-		return
+		return syncJob{}, false
 	}
 	e.queued = false
 	state, since, epoch := e.state, e.last, e.epoch
@@ -498,12 +520,13 @@ func (r *router) process(ctx context.Context, ch string) {
 
 	switch state {
 	case entrySyncing:
-		r.sync(ctx, sh, e)
+		return syncJob{sh, e}, true
 	case entryFilling:
 		r.fill(ctx, sh, e, since, epoch, target)
 	case entryRechecking:
 		r.recheckOne(ctx, sh, e, since, epoch)
 	}
+	return syncJob{}, false
 }
 
 // recheck re-checks the position of every synced channel of parts (whose
@@ -619,13 +642,35 @@ func (r *router) orphan(parts []int32) {
 	r.dispatch(b)
 }
 
-// sync positions a new entry: interest add first, then the owner's position,
+// syncBatch positions new entries: interest adds first (one message per
+// controller stream), then the owners' positions (one Positions call per
+// owner; a channel it does not answer is asked with Recover, retried),
 // then the publications held meanwhile.
-func (r *router) sync(ctx context.Context, sh *shard, e *entry) {
+func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
+	if len(jobs) == 0 {
+		return
+	}
+	names := make([]string, len(jobs))
+	for i, j := range jobs {
+		names[i] = j.e.ch
+	}
 	r.imu.Lock()
-	r.srv.links.addInterest(e.ch)
+	r.srv.links.addInterest(names...)
 	r.imu.Unlock()
-	resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: e.ch})
+	positions := r.srv.links.positions(ctx, names)
+	for i, j := range jobs {
+		if p := positions[i]; p != nil {
+			r.synced(j.sh, j.e, p.GetEpoch(), p.GetOffset(), nil)
+			continue
+		}
+		resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
+		r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), err)
+	}
+}
+
+// synced applies a new entry's position (or the failure to get it) and
+// broadcasts what was held meanwhile.
+func (r *router) synced(sh *shard, e *entry, epoch string, last uint64, err error) {
 	b := r.newBatch()
 	sh.mu.Lock()
 	if sh.m[e.ch] != e {
@@ -645,7 +690,7 @@ func (r *router) sync(ctx context.Context, sh *shard, e *entry) {
 		return
 	}
 	e.state = entrySynced
-	e.epoch, e.last = resp.GetEpoch(), resp.GetOffset()
+	e.epoch, e.last = epoch, last
 	b.add(e, item{kind: itemReady, ch: e.ch, epoch: e.epoch, seq: e.last})
 	r.drainLocked(e, b)
 	sh.mu.Unlock()

@@ -705,6 +705,160 @@ func (x *RecoverResponse) GetPublications() []*Publication {
 	return nil
 }
 
+// PositionsRequest asks for the position of each channel (at most 1,024).
+type PositionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channels      []string               `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PositionsRequest) Reset() {
+	*x = PositionsRequest{}
+	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PositionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PositionsRequest) ProtoMessage() {}
+
+func (x *PositionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PositionsRequest.ProtoReflect.Descriptor instead.
+func (*PositionsRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PositionsRequest) GetChannels() []string {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// PositionsResponse answers a PositionsRequest: positions[i] is that of
+// channels[i].
+type PositionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Positions     []*Position            `protobuf:"bytes,1,rep,name=positions,proto3" json:"positions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PositionsResponse) Reset() {
+	*x = PositionsResponse{}
+	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PositionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PositionsResponse) ProtoMessage() {}
+
+func (x *PositionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PositionsResponse.ProtoReflect.Descriptor instead.
+func (*PositionsResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PositionsResponse) GetPositions() []*Position {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+// Position is a channel's epoch and current top seq (as Recover answers
+// with limit 0). owned is false for a channel of a partition the controller
+// does not own: the relay asks its owner.
+type Position struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         string                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Offset        uint64                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Owned         bool                   `protobuf:"varint,3,opt,name=owned,proto3" json:"owned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Position) Reset() {
+	*x = Position{}
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Position) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Position) ProtoMessage() {}
+
+func (x *Position) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Position.ProtoReflect.Descriptor instead.
+func (*Position) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Position) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *Position) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Position) GetOwned() bool {
+	if x != nil {
+		return x.Owned
+	}
+	return false
+}
+
 var File_herald_v1_herald_proto protoreflect.FileDescriptor
 
 const file_herald_v1_herald_proto_rawDesc = "" +
@@ -753,10 +907,19 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x1c\n" +
 	"\trecovered\x18\x03 \x01(\bR\trecovered\x12:\n" +
-	"\fpublications\x18\x04 \x03(\v2\x16.herald.v1.PublicationR\fpublications2\x8f\x01\n" +
+	"\fpublications\x18\x04 \x03(\v2\x16.herald.v1.PublicationR\fpublications\".\n" +
+	"\x10PositionsRequest\x12\x1a\n" +
+	"\bchannels\x18\x01 \x03(\tR\bchannels\"F\n" +
+	"\x11PositionsResponse\x121\n" +
+	"\tpositions\x18\x01 \x03(\v2\x13.herald.v1.PositionR\tpositions\"N\n" +
+	"\bPosition\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05owned\x18\x03 \x01(\bR\x05owned2\xd7\x01\n" +
 	"\x06Router\x12C\n" +
 	"\x06Stream\x12\x17.herald.v1.RelayMessage\x1a\x1c.herald.v1.ControllerMessage(\x010\x01\x12@\n" +
-	"\aRecover\x12\x19.herald.v1.RecoverRequest\x1a\x1a.herald.v1.RecoverResponseB8Z6github.com/herald-chat/herald/proto/herald/v1;heraldv1b\x06proto3"
+	"\aRecover\x12\x19.herald.v1.RecoverRequest\x1a\x1a.herald.v1.RecoverResponse\x12F\n" +
+	"\tPositions\x12\x1b.herald.v1.PositionsRequest\x1a\x1c.herald.v1.PositionsResponseB8Z6github.com/herald-chat/herald/proto/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_herald_proto_rawDescOnce sync.Once
@@ -770,7 +933,7 @@ func file_herald_v1_herald_proto_rawDescGZIP() []byte {
 	return file_herald_v1_herald_proto_rawDescData
 }
 
-var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_herald_v1_herald_proto_goTypes = []any{
 	(*Message)(nil),           // 0: herald.v1.Message
 	(*Publication)(nil),       // 1: herald.v1.Publication
@@ -782,24 +945,30 @@ var file_herald_v1_herald_proto_goTypes = []any{
 	(*Ownership)(nil),         // 7: herald.v1.Ownership
 	(*RecoverRequest)(nil),    // 8: herald.v1.RecoverRequest
 	(*RecoverResponse)(nil),   // 9: herald.v1.RecoverResponse
+	(*PositionsRequest)(nil),  // 10: herald.v1.PositionsRequest
+	(*PositionsResponse)(nil), // 11: herald.v1.PositionsResponse
+	(*Position)(nil),          // 12: herald.v1.Position
 }
 var file_herald_v1_herald_proto_depIdxs = []int32{
-	0, // 0: herald.v1.Publication.message:type_name -> herald.v1.Message
-	3, // 1: herald.v1.RelayMessage.hello:type_name -> herald.v1.Hello
-	4, // 2: herald.v1.RelayMessage.interest:type_name -> herald.v1.InterestDelta
-	6, // 3: herald.v1.ControllerMessage.batch:type_name -> herald.v1.PublicationBatch
-	7, // 4: herald.v1.ControllerMessage.ownership:type_name -> herald.v1.Ownership
-	1, // 5: herald.v1.PublicationBatch.publications:type_name -> herald.v1.Publication
-	1, // 6: herald.v1.RecoverResponse.publications:type_name -> herald.v1.Publication
-	2, // 7: herald.v1.Router.Stream:input_type -> herald.v1.RelayMessage
-	8, // 8: herald.v1.Router.Recover:input_type -> herald.v1.RecoverRequest
-	5, // 9: herald.v1.Router.Stream:output_type -> herald.v1.ControllerMessage
-	9, // 10: herald.v1.Router.Recover:output_type -> herald.v1.RecoverResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: herald.v1.Publication.message:type_name -> herald.v1.Message
+	3,  // 1: herald.v1.RelayMessage.hello:type_name -> herald.v1.Hello
+	4,  // 2: herald.v1.RelayMessage.interest:type_name -> herald.v1.InterestDelta
+	6,  // 3: herald.v1.ControllerMessage.batch:type_name -> herald.v1.PublicationBatch
+	7,  // 4: herald.v1.ControllerMessage.ownership:type_name -> herald.v1.Ownership
+	1,  // 5: herald.v1.PublicationBatch.publications:type_name -> herald.v1.Publication
+	1,  // 6: herald.v1.RecoverResponse.publications:type_name -> herald.v1.Publication
+	12, // 7: herald.v1.PositionsResponse.positions:type_name -> herald.v1.Position
+	2,  // 8: herald.v1.Router.Stream:input_type -> herald.v1.RelayMessage
+	8,  // 9: herald.v1.Router.Recover:input_type -> herald.v1.RecoverRequest
+	10, // 10: herald.v1.Router.Positions:input_type -> herald.v1.PositionsRequest
+	5,  // 11: herald.v1.Router.Stream:output_type -> herald.v1.ControllerMessage
+	9,  // 12: herald.v1.Router.Recover:output_type -> herald.v1.RecoverResponse
+	11, // 13: herald.v1.Router.Positions:output_type -> herald.v1.PositionsResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
@@ -821,7 +990,7 @@ func file_herald_v1_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_herald_proto_rawDesc), len(file_herald_v1_herald_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,8 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Router_Stream_FullMethodName  = "/herald.v1.Router/Stream"
-	Router_Recover_FullMethodName = "/herald.v1.Router/Recover"
+	Router_Stream_FullMethodName    = "/herald.v1.Router/Stream"
+	Router_Recover_FullMethodName   = "/herald.v1.Router/Recover"
+	Router_Positions_FullMethodName = "/herald.v1.Router/Positions"
 )
 
 // RouterClient is the client API for Router service.
@@ -35,6 +36,12 @@ const (
 type RouterClient interface {
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RelayMessage, ControllerMessage], error)
 	Recover(ctx context.Context, in *RecoverRequest, opts ...grpc.CallOption) (*RecoverResponse, error)
+	// Positions answers the position of many channels in one call: a relay
+	// positions the channels that just got their first local subscriber in
+	// batches (a connect storm of personal channels is one call per
+	// controller per batch, not one per channel). Relays fall back to
+	// Recover per channel when it is unimplemented.
+	Positions(ctx context.Context, in *PositionsRequest, opts ...grpc.CallOption) (*PositionsResponse, error)
 }
 
 type routerClient struct {
@@ -68,6 +75,16 @@ func (c *routerClient) Recover(ctx context.Context, in *RecoverRequest, opts ...
 	return out, nil
 }
 
+func (c *routerClient) Positions(ctx context.Context, in *PositionsRequest, opts ...grpc.CallOption) (*PositionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PositionsResponse)
+	err := c.cc.Invoke(ctx, Router_Positions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServer is the server API for Router service.
 // All implementations must embed UnimplementedRouterServer
 // for forward compatibility.
@@ -78,6 +95,12 @@ func (c *routerClient) Recover(ctx context.Context, in *RecoverRequest, opts ...
 type RouterServer interface {
 	Stream(grpc.BidiStreamingServer[RelayMessage, ControllerMessage]) error
 	Recover(context.Context, *RecoverRequest) (*RecoverResponse, error)
+	// Positions answers the position of many channels in one call: a relay
+	// positions the channels that just got their first local subscriber in
+	// batches (a connect storm of personal channels is one call per
+	// controller per batch, not one per channel). Relays fall back to
+	// Recover per channel when it is unimplemented.
+	Positions(context.Context, *PositionsRequest) (*PositionsResponse, error)
 	mustEmbedUnimplementedRouterServer()
 }
 
@@ -93,6 +116,9 @@ func (UnimplementedRouterServer) Stream(grpc.BidiStreamingServer[RelayMessage, C
 }
 func (UnimplementedRouterServer) Recover(context.Context, *RecoverRequest) (*RecoverResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Recover not implemented")
+}
+func (UnimplementedRouterServer) Positions(context.Context, *PositionsRequest) (*PositionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Positions not implemented")
 }
 func (UnimplementedRouterServer) mustEmbedUnimplementedRouterServer() {}
 func (UnimplementedRouterServer) testEmbeddedByValue()                {}
@@ -140,6 +166,24 @@ func _Router_Recover_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Router_Positions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PositionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServer).Positions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Router_Positions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServer).Positions(ctx, req.(*PositionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Router_ServiceDesc is the grpc.ServiceDesc for Router service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -150,6 +194,10 @@ var Router_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Recover",
 			Handler:    _Router_Recover_Handler,
+		},
+		{
+			MethodName: "Positions",
+			Handler:    _Router_Positions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
