@@ -3,7 +3,8 @@
 // of the partitions it owns its per-channel seq, streams the resulting
 // publications to the relays that asked for their channels (gRPC
 // herald.v1.Router), persists them asynchronously in batches and serves
-// Recover for recent gaps.
+// Recover for recent gaps and Positions (the epoch and head seq of many
+// channels in one call, for relays positioning new channels).
 //
 // # Ordering and density (DESIGN.md I1, I2)
 //

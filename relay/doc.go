@@ -17,7 +17,13 @@
 //     one mutex each; no I/O and no loop task runs under a shard lock. For
 //     every channel it keeps the epoch and the last seq broadcast, so a push
 //     is never sent twice or out of order, and gaps are filled from the
-//     owner's Recover before later pushes (invariant I4).
+//     owner's Recover before later pushes (invariant I4). A channel that
+//     gets its first local subscriber is positioned by a router worker:
+//     interest add on every controller stream, then its epoch and last seq
+//     from the owner. Workers take what queued meanwhile together (up to
+//     maxSyncBatch): one interest message and one Positions call per owner
+//     for a connect storm of personal channels, not a round trip each;
+//     Recover per channel where Positions gives no answer.
 //   - Publications are encoded once per relay: the consecutive publications
 //     of a channel in one controller batch become one pushGroup, a single
 //     text frame holding their pushes separated by "\n" (the protocol's
