@@ -598,15 +598,15 @@ func (cl *client) finishConnect() {
 		cl.connect = nil // else replayEarly ends it, after the stash
 	}
 	srv := cl.l.srv
-	if len(op.order) > 0 {
-		op.result.Subs = make(map[string]*protocol.SubscribeResult, len(op.order))
-		for _, ch := range op.order {
-			if sub := cl.subs.get(ch); sub != nil && sub.init != nil {
-				op.result.Subs[ch] = &sub.init.result
-			}
+	subs := cl.l.connectSubs[:0] // the loop's: no allocation per connect
+	for _, ch := range op.order {
+		if sub := cl.subs.get(ch); sub != nil && sub.init != nil {
+			subs = append(subs, protocol.ChannelResult{Channel: ch, Result: &sub.init.result})
 		}
 	}
-	cl.l.scratch = protocol.AppendConnectReply(cl.l.scratch[:0], op.id, &op.result, op.order)
+	cl.l.scratch = protocol.AppendConnectReply(cl.l.scratch[:0], op.id, &op.result, subs)
+	clear(subs)
+	cl.l.connectSubs = subs[:0]
 	cl.enqueueJSON(cl.l.scratch)
 	cl.state = stateConnected
 	cl.nextPing = firstPing(time.Now(), srv.cfg.PingInterval)

@@ -31,12 +31,14 @@ type loop struct {
 	// 8 bytes per subscriber, and fan-out iterates it).
 	subs map[string]*chanSubs
 
-	scratch []byte           // JSON encoding scratch
-	arena   arena            // copies of reply frames until the next flush
-	touched []*client        // clients with queued frames
-	iovs    [][][]byte       // free iov slices lent to clients between queueing and flush
-	dec     protocol.Decoder // command decoder (fast path for pong and publish)
-	z       deflater         // permessage-deflate state, used only with Compression
+	scratch []byte // JSON encoding scratch
+	// connectSubs lists a connect reply's server-side subscriptions.
+	connectSubs []protocol.ChannelResult
+	arena       arena            // copies of reply frames until the next flush
+	touched     []*client        // clients with queued frames
+	iovs        [][][]byte       // free iov slices lent to clients between queueing and flush
+	dec         protocol.Decoder // command decoder (fast path for pong and publish)
+	z           deflater         // permessage-deflate state, used only with Compression
 
 	// Graceful drain: connections at its start and how many were closed.
 	drainTotal, drained int

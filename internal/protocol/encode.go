@@ -51,8 +51,8 @@ type SubscribeResult struct {
 	WasRecover   bool          `json:"was_recovering,omitempty"`
 }
 
-// ConnectResult is the result of connect. Subs is encoded in SubNames order
-// when SubNames is set (deterministic output), else in map order.
+// ConnectResult is the result of connect (Subs: as decoded; the relay
+// encodes its subscriptions as an ordered list, see AppendConnectReply).
 type ConnectResult struct {
 	Client  string                      `json:"client,omitempty"`
 	Version string                      `json:"version,omitempty"`
@@ -188,8 +188,16 @@ func AppendEmptyReply(dst []byte, id uint32, method string) []byte {
 	return append(dst, `":{}}`...)
 }
 
-// AppendConnectReply appends {"id":id,"connect":{...}}.
-func AppendConnectReply(dst []byte, id uint32, r *ConnectResult, subOrder []string) []byte {
+// ChannelResult is one server-side subscription of a connect reply.
+type ChannelResult struct {
+	Channel string
+	Result  *SubscribeResult
+}
+
+// AppendConnectReply appends {"id":id,"connect":{...}}. The subscriptions
+// are subs, in that order, when there are any (the relay's way: no map per
+// connect), else r.Subs in map order.
+func AppendConnectReply(dst []byte, id uint32, r *ConnectResult, subs []ChannelResult) []byte {
 	dst = appendReplyStart(dst, id)
 	dst = append(dst, `"connect":{`...)
 	o := objWriter{dst: dst}
@@ -197,7 +205,7 @@ func AppendConnectReply(dst []byte, id uint32, r *ConnectResult, subOrder []stri
 	o.str("version", r.Version)
 	o.boolean("expires", r.Expires)
 	o.uint("ttl", uint64(r.TTL))
-	if len(r.Subs) > 0 {
+	if len(subs) > 0 || len(r.Subs) > 0 {
 		o.key("subs")
 		o.dst = append(o.dst, '{')
 		n := 0
@@ -210,11 +218,9 @@ func AppendConnectReply(dst []byte, id uint32, r *ConnectResult, subOrder []stri
 			o.dst = append(o.dst, ':')
 			o.dst = AppendSubscribeResult(o.dst, s)
 		}
-		if subOrder != nil {
-			for _, ch := range subOrder {
-				if s, ok := r.Subs[ch]; ok {
-					emit(ch, s)
-				}
+		if len(subs) > 0 {
+			for _, s := range subs {
+				emit(s.Channel, s.Result)
 			}
 		} else {
 			for ch, s := range r.Subs {

@@ -137,14 +137,23 @@ func TestEncodeRoundTrip(t *testing.T) {
 				"a": {Recoverable: true, Positioned: true, Epoch: "e", Offset: 5, Recovered: true, WasRecover: true, Publications: []Publication{{Data: Raw(`{"a":1}`), Offset: 5}}},
 				"b": {Recoverable: true, Positioned: true, Epoch: "f"},
 			}}
-		b := AppendConnectReply(nil, 1, res, []string{"a", "b"})
-		r := decodeOne(t, b)
-		if r.ID != 1 || !reflect.DeepEqual(r.Connect, res) {
+		for _, order := range [][]string{{"a", "b"}, {"b", "a"}} {
+			subs := []ChannelResult{{order[0], res.Subs[order[0]]}, {order[1], res.Subs[order[1]]}}
+			b := AppendConnectReply(nil, 1, &ConnectResult{Client: res.Client, Version: res.Version, Ping: res.Ping, Pong: res.Pong, Expires: res.Expires, TTL: res.TTL}, subs)
+			r := decodeOne(t, b)
+			if r.ID != 1 || !reflect.DeepEqual(r.Connect, res) {
+				got, _ := json.Marshal(r.Connect)
+				t.Fatalf("got %s from %s", got, b)
+			}
+			if !strings.Contains(string(b), `"subs":{"`+order[0]+`":`) {
+				t.Fatalf("subs not in order %v: %s", order, b)
+			}
+		}
+		// Without a list, the map (any order).
+		b := AppendConnectReply(nil, 1, res, nil)
+		if r := decodeOne(t, b); r.ID != 1 || !reflect.DeepEqual(r.Connect, res) {
 			got, _ := json.Marshal(r.Connect)
 			t.Fatalf("got %s from %s", got, b)
-		}
-		if !strings.Contains(string(b), `"subs":{"a":`) {
-			t.Fatalf("subs not in order: %s", b)
 		}
 	})
 	t.Run("subscribe", func(t *testing.T) {
