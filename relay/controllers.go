@@ -51,7 +51,9 @@ type link struct {
 	mu     sync.Mutex // serializes Send; guards stream
 	stream heraldv1.Router_StreamClient
 
-	noPositions atomic.Bool // the controller answered Positions with Unimplemented
+	// noPositions: the controller answered Positions with Unimplemented (an
+	// older one); asked again once its stream reopens.
+	noPositions atomic.Bool
 }
 
 func newLinks(srv *Server, addrs []string, dialOpts ...grpc.DialOption) (*links, error) {
@@ -174,6 +176,7 @@ func (ls *links) session(ctx context.Context, l *link) error {
 		return fmt.Errorf("sending hello and interest: %w", err)
 	}
 	srv.log.Info("controller stream open", "controller", l.addr)
+	l.noPositions.Store(false) // it may have been upgraded while away
 	srv.m.controllerStreams.WithLabelValues("down").Dec()
 	srv.m.controllerStreams.WithLabelValues("up").Inc()
 	defer func() {

@@ -69,6 +69,28 @@ func TestPositionsBatched(t *testing.T) {
 					t.Fatalf("%s: got %+v, want push %d", ch, rep, seq)
 				}
 			}
+			if !tc.noPositions {
+				return
+			}
+			// The controller is upgraded: once its stream reopens, new
+			// channels are positioned with Positions again.
+			e.fc.stop()
+			waitUntil(t, "stream down", func() bool { return e.srv.links.up() == 1 }) // the non-owner stays
+			e.fc.noPositions.Store(false)
+			e.fc.start(t)
+			waitUntil(t, "stream up again", func() bool { return e.srv.links.up() == 2 })
+			waitUntil(t, "ownership known again", func() bool {
+				e.srv.links.mu.RLock()
+				defer e.srv.links.mu.RUnlock()
+				return len(e.srv.links.owners) == 4
+			})
+			before := e.fc.positionRecovers.Load()
+			if _, r := connectRaw(t, e.srv.Addr(), token(t, "late", []string{"me:late"}, nil, 0)); r.Connect.Subs["me:late"] == nil {
+				t.Fatalf("late connect: %+v", r.Connect)
+			}
+			if calls, recovers := e.fc.positionsCalls.Load(), e.fc.positionRecovers.Load()-before; calls != 1 || recovers != 0 {
+				t.Fatalf("after the upgrade: %d Positions calls and %d position Recovers for a new channel, want 1 and 0", calls, recovers)
+			}
 		})
 	}
 }
