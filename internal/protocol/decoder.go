@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"unicode/utf8"
 )
 
@@ -12,8 +13,10 @@ type CommandHandler interface {
 }
 
 // Decoder decodes client commands like DecodeCommands, with a hand-written
-// fast path for the commands of the hot path: the empty command {} (the
-// client's pong) and publish{channel, data}. Anything the fast path does not
+// fast path for the commands of the hot path, the empty command {} (the
+// client's pong) and publish{channel, data}, and for the plain forms of
+// connect and subscribe (every connection sends them: encoding/json's
+// garbage there sets how far the heap overshoots while clients connect). Anything the fast path does not
 // recognise exactly (other methods, unknown or duplicate keys, escapes in the
 // channel, a non-canonical id, ...) goes through encoding/json, so both
 // paths accept and produce the same commands.
@@ -21,11 +24,14 @@ type CommandHandler interface {
 // A Decoder is not safe for concurrent use; a relay keeps one per event
 // loop. Commands of the fast path are reused and Publish.Data aliases the
 // decoded frame: a handler must not keep the Command, nor Data, past its
-// call (copy what it keeps). The fast path allocates only the channel
-// string of a publish.
+// call (copy what it keeps). The fast path allocates only the strings it
+// returns (a publish's channel; a connect's token, name and version; a
+// subscribe's channel, token and epoch).
 type Decoder struct {
 	cmd    Command
 	pub    PublishRequest
+	conn   ConnectRequest
+	sub    SubscribeRequest
 	unread []byte
 }
 
@@ -83,9 +89,10 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 		return nil, false
 	}
 	var (
-		id              uint32
-		haveID, havePub bool
-		ch, data        []byte
+		id             uint32
+		haveID, method bool
+		kind           byte // 'p'ublish, 'c'onnect, 's'ubscribe
+		ch, data       []byte
 	)
 	for {
 		key, ok := p.key()
@@ -102,11 +109,27 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 				return nil, false
 			}
 		case "publish":
-			if havePub {
+			if method {
 				return nil, false
 			}
-			havePub = true
+			method, kind = true, 'p'
 			if ch, data, ok = p.publish(); !ok {
+				return nil, false
+			}
+		case "connect":
+			if method {
+				return nil, false
+			}
+			method, kind = true, 'c'
+			if d.conn, ok = p.connect(); !ok {
+				return nil, false
+			}
+		case "subscribe":
+			if method {
+				return nil, false
+			}
+			method, kind = true, 's'
+			if d.sub, ok = p.subscribe(); !ok {
 				return nil, false
 			}
 		default:
@@ -121,12 +144,168 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 		return nil, false
 	}
 	p.ws()
-	if p.i != len(p.b) || !havePub {
+	if p.i != len(p.b) || !method {
 		return nil, false
 	}
-	d.pub = PublishRequest{Channel: string(ch), Data: data}
-	d.cmd = Command{ID: id, Publish: &d.pub}
+	switch kind {
+	case 'c':
+		d.cmd = Command{ID: id, Connect: &d.conn}
+	case 's':
+		d.cmd = Command{ID: id, Subscribe: &d.sub}
+	default:
+		d.pub = PublishRequest{Channel: string(ch), Data: data}
+		d.cmd = Command{ID: id, Publish: &d.pub}
+	}
 	return &d.cmd, true
+}
+
+// connect reads {"token":"t","name":"n","version":"v"} (each optional,
+// any order): what SDKs send on every connect. With data or subs (a
+// reconnect recovering server-side subscriptions) it leaves the command to
+// encoding/json.
+func (p *scanner) connect() (ConnectRequest, bool) {
+	var r ConnectRequest
+	var seen [3]bool
+	ok := p.object(func(key []byte) bool {
+		var dst *string
+		var i int
+		switch string(key) {
+		case "token":
+			dst, i = &r.Token, 0
+		case "name":
+			dst, i = &r.Name, 1
+		case "version":
+			dst, i = &r.Version, 2
+		default:
+			return false
+		}
+		if seen[i] {
+			return false
+		}
+		seen[i] = true
+		v, ok := p.str()
+		*dst = string(v)
+		return ok
+	})
+	return r, ok
+}
+
+// subscribe reads {"channel":"c","token":"t","recover":b,"offset":n,
+// "epoch":"e"} (channel required, the rest optional, any order); other
+// fields go to encoding/json.
+func (p *scanner) subscribe() (SubscribeRequest, bool) {
+	var r SubscribeRequest
+	var seen [5]bool
+	ok := p.object(func(key []byte) bool {
+		var i int
+		var ok bool
+		switch string(key) {
+		case "channel":
+			i = 0
+		case "token":
+			i = 1
+		case "recover":
+			i = 2
+		case "offset":
+			i = 3
+		case "epoch":
+			i = 4
+		default:
+			return false
+		}
+		if seen[i] {
+			return false
+		}
+		seen[i] = true
+		switch i {
+		case 2:
+			r.Recover, ok = p.boolean()
+		case 3:
+			r.Offset, ok = p.uint64()
+		default:
+			var v []byte
+			if v, ok = p.str(); ok {
+				switch i {
+				case 0:
+					r.Channel = string(v)
+				case 1:
+					r.Token = string(v)
+				case 4:
+					r.Epoch = string(v)
+				}
+			}
+		}
+		return ok
+	})
+	return r, ok && seen[0]
+}
+
+// object reads {"key":value,...}, handing each key to field, which reads
+// the value; an empty object is fine.
+func (p *scanner) object(field func(key []byte) bool) bool {
+	if !p.lit('{') {
+		return false
+	}
+	if p.lit('}') {
+		return true
+	}
+	for {
+		key, ok := p.key()
+		if !ok || !field(key) {
+			return false
+		}
+		if p.lit(',') {
+			continue
+		}
+		return p.lit('}')
+	}
+}
+
+// boolean reads true or false.
+func (p *scanner) boolean() (bool, bool) {
+	p.ws()
+	rest := p.b[p.i:]
+	switch {
+	case len(rest) >= 4 && string(rest[:4]) == "true":
+		p.i += 4
+		return true, p.delimited()
+	case len(rest) >= 5 && string(rest[:5]) == "false":
+		p.i += 5
+		return false, p.delimited()
+	}
+	return false, false
+}
+
+// delimited reports whether a literal just read ends there (not "truex").
+func (p *scanner) delimited() bool {
+	if p.i == len(p.b) {
+		return true
+	}
+	switch p.b[p.i] {
+	case ',', '}', ']', ' ', '\t', '\r', '\n':
+		return true
+	}
+	return false
+}
+
+// uint64 reads a canonical non-negative integer that fits uint64.
+func (p *scanner) uint64() (uint64, bool) {
+	p.ws()
+	start := p.i
+	var v uint64
+	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
+		d := uint64(p.b[p.i] - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+		p.i++
+	}
+	n := p.i - start
+	if n == 0 || (n > 1 && p.b[start] == '0') {
+		return 0, false
+	}
+	return v, p.delimited()
 }
 
 // scanner reads the restricted JSON of the fast path.

@@ -19,6 +19,14 @@ func (c *collect) HandleCommand(cmd *Command) error {
 		p.Data = append(json.RawMessage(nil), p.Data...)
 		cp.Publish = &p
 	}
+	if cmd.Connect != nil { // the Decoder reuses them
+		c := *cmd.Connect
+		cp.Connect = &c
+	}
+	if cmd.Subscribe != nil {
+		s := *cmd.Subscribe
+		cp.Subscribe = &s
+	}
 	c.cmds = append(c.cmds, cp)
 	c.fast = append(c.fast, cmd == &c.d.cmd)
 	return nil
@@ -62,7 +70,32 @@ func TestDecoderMatchesEncodingJSON(t *testing.T) {
 		{"unterminated", `{"id":1,"publish":{"channel":"c","data":"x`, nil},
 		{"invalid utf-8 channel", "{\"id\":1,\"publish\":{\"channel\":\"\xff\",\"data\":1}}", []bool{false}},
 		{"control char in channel", "{\"id\":1,\"publish\":{\"channel\":\"a\tb\",\"data\":1}}", nil},
-		{"connect", `{"id":1,"connect":{"token":"t"}}`, []bool{false}},
+		{"connect", `{"id":1,"connect":{"token":"t"}}`, []bool{true}},
+		{"connect as the SDKs send it", `{"id":1,"connect":{"token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln","name":"js","version":"5.2.0"}}`, []bool{true}},
+		{"connect keys reversed", ` { "connect" : { "version":"1", "token" : "t" } , "id" : 2 } `, []bool{true}},
+		{"connect without token", `{"id":1,"connect":{}}`, []bool{true}},
+		{"connect then subscribes", "{\"id\":1,\"connect\":{\"token\":\"t\"}}\n{\"id\":2,\"subscribe\":{\"channel\":\"a\"}}\n{\"id\":3,\"subscribe\":{\"channel\":\"b\",\"recover\":true,\"offset\":9,\"epoch\":\"e\"}}", []bool{true, true, true}},
+		{"connect with subs", `{"id":1,"connect":{"token":"t","subs":{"a":{"recover":true,"offset":3,"epoch":"e"}}}}`, []bool{false}},
+		{"connect with data", `{"id":1,"connect":{"token":"t","data":{"x":1}}}`, []bool{false}},
+		{"connect escaped token", `{"id":1,"connect":{"token":"a\/b"}}`, []bool{false}},
+		{"connect duplicate token", `{"id":1,"connect":{"token":"a","token":"b"}}`, []bool{false}},
+		{"connect token not a string", `{"id":1,"connect":{"token":1}}`, nil},
+		{"connect and publish", `{"id":1,"connect":{"token":"t"},"publish":{"channel":"c","data":1}}`, []bool{false}},
+		{"subscribe", `{"id":2,"subscribe":{"channel":"chat:1"}}`, []bool{true}},
+		{"subscribe every field", `{"id":2,"subscribe":{"epoch":"ab","offset":18446744073709551615,"recover":false,"token":"t","channel":"c"}}`, []bool{true}},
+		{"subscribe offset overflow", `{"id":2,"subscribe":{"channel":"c","offset":18446744073709551616}}`, nil},
+		{"subscribe offset negative", `{"id":2,"subscribe":{"channel":"c","offset":-1}}`, nil},
+		{"subscribe offset float", `{"id":2,"subscribe":{"channel":"c","offset":1.5}}`, nil},
+		{"subscribe offset exponent", `{"id":2,"subscribe":{"channel":"c","offset":1e3}}`, nil},
+		{"subscribe offset leading zero", `{"id":2,"subscribe":{"channel":"c","offset":01}}`, nil},
+		{"subscribe recover null", `{"id":2,"subscribe":{"channel":"c","recover":null}}`, []bool{false}},
+		{"subscribe recover not a bool", `{"id":2,"subscribe":{"channel":"c","recover":"yes"}}`, nil},
+		{"subscribe recover truex", `{"id":2,"subscribe":{"channel":"c","recover":truex}}`, nil},
+		{"subscribe without channel", `{"id":2,"subscribe":{"token":"t"}}`, []bool{false}},
+		{"subscribe with data", `{"id":2,"subscribe":{"channel":"c","data":{}}}`, []bool{false}},
+		{"subscribe with positioned", `{"id":2,"subscribe":{"channel":"c","positioned":true}}`, []bool{false}},
+		{"subscribe upper-case key", `{"id":2,"subscribe":{"Channel":"c"}}`, []bool{false}},
+		{"subscribe trailing comma", `{"id":2,"subscribe":{"channel":"c",}}`, nil},
 		{"sub_refresh", `{"id":9,"sub_refresh":{"channel":"c","token":"t"}}`, []bool{false}},
 		{"spaced pong", `{ }`, []bool{false}},
 		{"empty", "\n", nil},
@@ -99,6 +132,7 @@ func TestDecoderSubRefresh(t *testing.T) {
 // FuzzDecoder checks that the fast path never disagrees with encoding/json.
 func FuzzDecoder(f *testing.F) {
 	for _, s := range []string{`{}`, `{"id":7,"publish":{"channel":"chat:1","data":{"text":"hi"}}}`,
+		`{"id":1,"connect":{"token":"t","name":"js"}}`, `{"id":2,"subscribe":{"channel":"c","recover":true,"offset":5,"epoch":"e"}}`,
 		`{"publish":{"data":[1,"]"],"channel":"c"},"id":3}`, `{"id":1,"publish":{"channel":"c","data":"\u00e9"}}`} {
 		f.Add([]byte(s))
 	}

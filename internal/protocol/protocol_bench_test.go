@@ -51,3 +51,31 @@ func BenchmarkDecoderPong(b *testing.B) {
 		_ = d.Decode(frame, nopHandler{})
 	}
 }
+
+// connectFrames are what an SDK sends when it connects and subscribes.
+var connectFrames = [][]byte{
+	[]byte(`{"id":1,"connect":{"token":"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1c2VyLTEyMzQ1IiwiZXhwIjoxOTAwMDAwMDAwLCJjaGFubmVscyI6WyJjaGF0OmxvYmJ5Il19.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2ln","name":"js","version":"5.2.0"}}`),
+	[]byte(`{"id":2,"subscribe":{"channel":"chat:room-42","recover":true,"offset":17,"epoch":"aBcD"}}`),
+}
+
+// BenchmarkDecoderConnect decodes a connect and a subscribe through the
+// Decoder (fast path), BenchmarkDecodeConnect the same with encoding/json:
+// their garbage is paid once per connection.
+func BenchmarkDecoderConnect(b *testing.B) {
+	var d Decoder
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, f := range connectFrames {
+			_ = d.Decode(f, nopHandler{})
+		}
+	}
+}
+
+func BenchmarkDecodeConnect(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, f := range connectFrames {
+			_ = DecodeCommands(f, func(*Command) error { return nil })
+		}
+	}
+}
