@@ -89,24 +89,23 @@ func (ls *links) up() int {
 	return n
 }
 
-// addInterest sends an interest add for ch on every open stream. A stream
+// addInterest sends interest adds for chs on every open stream. A stream
 // that is down gets the whole interest set when it reconnects.
 func (ls *links) addInterest(chs ...string) {
-	for len(chs) > 0 {
-		n := min(len(chs), interestChunk)
-		msg := &heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: &heraldv1.InterestDelta{Add: chs[:n]}}}
-		for _, l := range ls.links {
-			l.send(msg)
-		}
-		chs = chs[n:]
-	}
+	ls.sendInterest(chs, func(part []string) *heraldv1.InterestDelta { return &heraldv1.InterestDelta{Add: part} })
 }
 
 // removeInterest sends interest removals on every open stream.
 func (ls *links) removeInterest(chs []string) {
+	ls.sendInterest(chs, func(part []string) *heraldv1.InterestDelta { return &heraldv1.InterestDelta{Remove: part} })
+}
+
+// sendInterest sends chs on every open stream in deltas of at most
+// interestChunk channels.
+func (ls *links) sendInterest(chs []string, delta func([]string) *heraldv1.InterestDelta) {
 	for len(chs) > 0 {
 		n := min(len(chs), interestChunk)
-		msg := &heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: &heraldv1.InterestDelta{Remove: chs[:n]}}}
+		msg := &heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: delta(chs[:n])}}
 		for _, l := range ls.links {
 			l.send(msg)
 		}

@@ -108,28 +108,20 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 			if id, ok = p.uint32(); !ok {
 				return nil, false
 			}
-		case "publish":
+		case "publish", "connect", "subscribe":
 			if method {
 				return nil, false
 			}
-			method, kind = true, 'p'
-			if ch, data, ok = p.publish(); !ok {
-				return nil, false
+			method, kind = true, key[0]
+			switch kind {
+			case 'p':
+				ch, data, ok = p.publish()
+			case 'c':
+				d.conn, ok = p.connect()
+			default:
+				d.sub, ok = p.subscribe()
 			}
-		case "connect":
-			if method {
-				return nil, false
-			}
-			method, kind = true, 'c'
-			if d.conn, ok = p.connect(); !ok {
-				return nil, false
-			}
-		case "subscribe":
-			if method {
-				return nil, false
-			}
-			method, kind = true, 's'
-			if d.sub, ok = p.subscribe(); !ok {
+			if !ok {
 				return nil, false
 			}
 		default:
