@@ -20,10 +20,12 @@
 //     owner's Recover before later pushes (invariant I4). A channel that
 //     gets its first local subscriber is positioned by a router worker:
 //     interest add on every controller stream, then its epoch and last seq
-//     from the owner. Workers take what queued meanwhile together (up to
-//     maxSyncBatch): one interest message and one Positions call per owner
-//     for a connect storm of personal channels, not a round trip each;
-//     Recover per channel where Positions gives no answer.
+//     from the owner. Workers take the new channels that queued meanwhile
+//     together (up to maxSyncBatch): one interest message and one
+//     Positions call per owner for a connect storm of personal channels,
+//     not a round trip each; Recover per channel where Positions gives no
+//     answer. Gap fills and re-checks have a queue of their own and are
+//     taken one at a time, so the workers run them in parallel.
 //   - Publications are encoded once per relay: the consecutive publications
 //     of a channel in one controller batch become one pushGroup, a single
 //     text frame holding their pushes separated by "\n" (the protocol's

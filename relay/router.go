@@ -142,7 +142,11 @@ type router struct {
 	// so a re-added channel's add never precedes its removal.
 	imu sync.Mutex
 
+	// Workers' queues: channels to position (first local subscriber),
+	// taken in batches, and channels to gap-fill or re-check, taken one at
+	// a time so that the workers run those in parallel.
 	qmu    sync.Mutex
+	syncq  []string
 	queue  []string
 	notify chan struct{}
 
@@ -192,7 +196,7 @@ func (r *router) join(ch string, li int) (name, epoch string, last uint64, synce
 	}
 	sh.mu.Unlock()
 	if need {
-		r.enqueue(ch)
+		r.enqueueSync(ch)
 	}
 	return name, epoch, last, synced
 }
@@ -440,42 +444,61 @@ func (r *router) enqueue(ch string) {
 	r.qmu.Lock()
 	r.queue = append(r.queue, ch)
 	r.qmu.Unlock()
+	r.wake()
+}
+
+// enqueueSync queues a new entry's positioning.
+func (r *router) enqueueSync(ch string) {
+	r.qmu.Lock()
+	r.syncq = append(r.syncq, ch)
+	r.qmu.Unlock()
+	r.wake()
+}
+
+// wake makes sure a worker looks at the queues.
+func (r *router) wake() {
 	select {
 	case r.notify <- struct{}{}:
 	default:
 	}
 }
 
-// nextBatch moves up to max queued channels into buf.
-func (r *router) nextBatch(buf []string, max int) []string {
-	r.qmu.Lock()
-	defer r.qmu.Unlock()
-	n := min(len(r.queue), max)
-	buf = append(buf, r.queue[:n]...)
-	clear(r.queue[:n])
-	r.queue = r.queue[n:]
-	if len(r.queue) > 0 {
-		select {
-		case r.notify <- struct{}{}:
-		default:
-		}
-	}
-	return buf
-}
-
 // maxSyncBatch bounds the new channels a worker positions together: one
 // interest message and one Positions call per controller for all of them.
 const maxSyncBatch = 256
 
-// worker runs syncs and gap fills until ctx ends. It takes what is queued
-// in batches, so a connect storm of new channels (personal channels) is
-// positioned with a few calls instead of one round trip per channel.
+// take moves up to maxSyncBatch queued syncs into syncs and takes one gap
+// fill or re-check (ok false when there is none); it wakes another worker
+// when work is left.
+func (r *router) take(syncs []string) (_ []string, ch string, ok bool) {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	n := min(len(r.syncq), maxSyncBatch)
+	syncs = append(syncs, r.syncq[:n]...)
+	clear(r.syncq[:n])
+	r.syncq = r.syncq[n:]
+	if len(r.queue) > 0 {
+		ch, ok = r.queue[0], true
+		r.queue[0] = ""
+		r.queue = r.queue[1:]
+	}
+	if len(r.syncq) > 0 || len(r.queue) > 0 {
+		r.wake()
+	}
+	return syncs, ch, ok
+}
+
+// worker runs syncs and gap fills until ctx ends. It positions what
+// queued meanwhile together, so a connect storm of new channels (personal
+// channels) costs a few calls instead of a round trip per channel.
 func (r *router) worker(ctx context.Context) {
 	var chs []string
-	var syncs []syncJob
+	var jobs []syncJob
 	for {
-		chs = r.nextBatch(chs[:0], maxSyncBatch)
-		if len(chs) == 0 {
+		var ch string
+		var ok bool
+		chs, ch, ok = r.take(chs[:0])
+		if len(chs) == 0 && !ok {
 			select {
 			case <-ctx.Done():
 				return
@@ -483,14 +506,20 @@ func (r *router) worker(ctx context.Context) {
 				continue
 			}
 		}
-		syncs = syncs[:0]
-		for _, ch := range chs {
-			if job, ok := r.process(ctx, ch); ok {
-				syncs = append(syncs, job)
+		jobs = jobs[:0]
+		for _, c := range chs {
+			if job, ok := r.process(ctx, c); ok {
+				jobs = append(jobs, job)
 			}
 		}
-		r.syncBatch(ctx, syncs)
-		clear(syncs)
+		if ok {
+			if job, ok := r.process(ctx, ch); ok {
+				jobs = append(jobs, job)
+			}
+		}
+		r.syncBatch(ctx, jobs)
+		clear(jobs)
+		clear(chs)
 	}
 }
 
