@@ -94,3 +94,33 @@ func TestPositionsBatched(t *testing.T) {
 		})
 	}
 }
+
+// TestPositionsControllerAway: new channels subscribed while their
+// controller is away fail together once one of them could not be
+// positioned (seconds of retries), not one after another: every subscriber
+// gets its error within one retry cycle, then resubscribes.
+func TestPositionsControllerAway(t *testing.T) {
+	const n = 8
+	e := startEnv(t, nil)
+	e.fc.stop()
+	waitUntil(t, "stream down", func() bool { return e.srv.links.up() == 1 }) // the non-owner stays
+	w, _ := connectRaw(t, e.srv.Addr(), token(t, "away", nil, pubAll, 0))
+	var frame []byte
+	for i := range n {
+		if i > 0 {
+			frame = append(frame, '\n')
+		}
+		frame = fmt.Appendf(frame, `{"id":%d,"subscribe":{"channel":"away:%d"}}`, i+2, i)
+	}
+	start := time.Now()
+	w.write(textFrame(string(frame)))
+	for range n {
+		if r := decodeReply(t, w.readText()); r.Error == nil || r.Error.Code != 100 {
+			t.Fatalf("subscribe while the controller is away: %+v, want error 100", r)
+		}
+	}
+	// One cycle of Recover retries is ~5 s; one after another it would be n of them.
+	if d := time.Since(start); d > 3*n/2*time.Second {
+		t.Fatalf("%d subscribers told after %v, want about one retry cycle", n, d)
+	}
+}

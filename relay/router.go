@@ -687,12 +687,22 @@ func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	r.srv.links.addInterest(names...)
 	r.imu.Unlock()
 	positions := r.srv.links.positions(ctx, names)
+	// Once a channel without an answer could not be positioned with
+	// Recover either (retried for seconds), the batch's other unanswered
+	// channels fail at once instead of retrying one after another for
+	// minutes: their subscribers get an error now and resubscribe.
+	var unreachable error
 	for i, j := range jobs {
 		if p := positions[i]; p != nil {
 			r.synced(j.sh, j.e, p.GetEpoch(), p.GetOffset(), nil)
 			continue
 		}
+		if unreachable != nil {
+			r.synced(j.sh, j.e, "", 0, unreachable)
+			continue
+		}
 		resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
+		unreachable = err
 		r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), err)
 	}
 }
