@@ -37,7 +37,7 @@ type loop struct {
 	arena       arena            // copies of reply frames until the next flush
 	touched     []*client        // clients with queued frames
 	iovs        [][][]byte       // free iov slices lent to clients between queueing and flush
-	dec         protocol.Decoder // command decoder (fast path for pong and publish)
+	dec         protocol.Decoder // command decoder (fast path for pong, publish, connect, subscribe)
 	z           deflater         // permessage-deflate state, used only with Compression
 
 	// Graceful drain: connections at its start and how many were closed.

@@ -77,43 +77,29 @@ func (d *Decoder) Decode(data []byte, h CommandHandler) error {
 	return nil
 }
 
-// fast decodes {} and {"id":N,"publish":{"channel":"c","data":V}} (keys in
-// any order, JSON whitespace allowed); ok is false for anything else.
+// fast decodes {}, {"id":N,"publish":{"channel":"c","data":V}} and the
+// plain connect and subscribe (keys in any order, JSON whitespace
+// allowed); ok is false for anything else.
 func (d *Decoder) fast(line []byte) (*Command, bool) {
 	if len(line) == 2 && line[0] == '{' && line[1] == '}' {
 		d.cmd = Command{}
 		return &d.cmd, true
 	}
 	p := scanner{b: line}
-	if !p.lit('{') {
-		return nil, false
-	}
 	var (
-		id             uint32
-		haveID, method bool
-		kind           byte // 'p'ublish, 'c'onnect, 's'ubscribe
-		ch, data       []byte
+		id       uint32
+		kind     byte // 'p'ublish, 'c'onnect, 's'ubscribe
+		ch, data []byte
 	)
-	for {
-		key, ok := p.key()
-		if !ok {
-			return nil, false
-		}
+	ok := p.object(func(key []byte) (ok bool) {
 		switch string(key) {
 		case "id":
-			if haveID {
-				return nil, false
-			}
-			haveID = true
-			if id, ok = p.uint32(); !ok {
-				return nil, false
-			}
+			id, ok = p.uint32()
 		case "publish", "connect", "subscribe":
-			if method {
-				return nil, false
+			if kind != 0 {
+				return false // two methods: encoding/json decides
 			}
-			method, kind = true, key[0]
-			switch kind {
+			switch kind = key[0]; kind {
 			case 'p':
 				ch, data, ok = p.publish()
 			case 'c':
@@ -121,22 +107,11 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 			default:
 				d.sub, ok = p.subscribe()
 			}
-			if !ok {
-				return nil, false
-			}
-		default:
-			return nil, false
 		}
-		if p.lit(',') {
-			continue
-		}
-		if p.lit('}') {
-			break
-		}
-		return nil, false
-	}
+		return ok
+	})
 	p.ws()
-	if p.i != len(p.b) || !method {
+	if !ok || kind == 0 || p.i != len(p.b) {
 		return nil, false
 	}
 	switch kind {
@@ -155,29 +130,17 @@ func (d *Decoder) fast(line []byte) (*Command, bool) {
 // any order): what SDKs send on every connect. With data or subs (a
 // reconnect recovering server-side subscriptions) it leaves the command to
 // encoding/json.
-func (p *scanner) connect() (ConnectRequest, bool) {
-	var r ConnectRequest
-	var seen [3]bool
-	ok := p.object(func(key []byte) bool {
-		var dst *string
-		var i int
+func (p *scanner) connect() (r ConnectRequest, ok bool) {
+	ok = p.object(func(key []byte) bool {
 		switch string(key) {
 		case "token":
-			dst, i = &r.Token, 0
+			return p.strTo(&r.Token)
 		case "name":
-			dst, i = &r.Name, 1
+			return p.strTo(&r.Name)
 		case "version":
-			dst, i = &r.Version, 2
-		default:
-			return false
+			return p.strTo(&r.Version)
 		}
-		if seen[i] {
-			return false
-		}
-		seen[i] = true
-		v, ok := p.str()
-		*dst = string(v)
-		return ok
+		return false
 	})
 	return r, ok
 }
@@ -185,55 +148,34 @@ func (p *scanner) connect() (ConnectRequest, bool) {
 // subscribe reads {"channel":"c","token":"t","recover":b,"offset":n,
 // "epoch":"e"} (channel required, the rest optional, any order); other
 // fields go to encoding/json.
-func (p *scanner) subscribe() (SubscribeRequest, bool) {
-	var r SubscribeRequest
-	var seen [5]bool
-	ok := p.object(func(key []byte) bool {
-		var i int
-		var ok bool
+func (p *scanner) subscribe() (r SubscribeRequest, ok bool) {
+	haveCh := false
+	ok = p.object(func(key []byte) (ok bool) {
 		switch string(key) {
 		case "channel":
-			i = 0
+			haveCh = true
+			return p.strTo(&r.Channel)
 		case "token":
-			i = 1
-		case "recover":
-			i = 2
-		case "offset":
-			i = 3
+			return p.strTo(&r.Token)
 		case "epoch":
-			i = 4
-		default:
-			return false
-		}
-		if seen[i] {
-			return false
-		}
-		seen[i] = true
-		switch i {
-		case 2:
+			return p.strTo(&r.Epoch)
+		case "recover":
 			r.Recover, ok = p.boolean()
-		case 3:
+		case "offset":
 			r.Offset, ok = p.uint64()
-		default:
-			var v []byte
-			if v, ok = p.str(); ok {
-				switch i {
-				case 0:
-					r.Channel = string(v)
-				case 1:
-					r.Token = string(v)
-				case 4:
-					r.Epoch = string(v)
-				}
-			}
 		}
 		return ok
 	})
-	return r, ok && seen[0]
+	return r, ok && haveCh
 }
 
+// maxKeys bounds the keys of an object the fast path reads.
+const maxKeys = 8
+
 // object reads {"key":value,...}, handing each key to field, which reads
-// the value; an empty object is fine.
+// the value and reports whether it is one the fast path takes. A repeated
+// key (encoding/json keeps the last), more than maxKeys keys or any
+// syntax it does not expect make it false. An empty object is fine.
 func (p *scanner) object(field func(key []byte) bool) bool {
 	if !p.lit('{') {
 		return false
@@ -241,9 +183,19 @@ func (p *scanner) object(field func(key []byte) bool) bool {
 	if p.lit('}') {
 		return true
 	}
-	for {
+	var seen [maxKeys][]byte
+	for n := 0; ; n++ {
 		key, ok := p.key()
-		if !ok || !field(key) {
+		if !ok || n == maxKeys {
+			return false
+		}
+		for _, k := range seen[:n] {
+			if bytes.Equal(k, key) {
+				return false
+			}
+		}
+		seen[n] = key
+		if !field(key) {
 			return false
 		}
 		if p.lit(',') {
@@ -251,6 +203,13 @@ func (p *scanner) object(field func(key []byte) bool) bool {
 		}
 		return p.lit('}')
 	}
+}
+
+// strTo reads a string (see str) into dst.
+func (p *scanner) strTo(dst *string) bool {
+	v, ok := p.str()
+	*dst = string(v)
+	return ok
 }
 
 // boolean reads true or false.
@@ -385,44 +344,16 @@ func (p *scanner) uint32() (uint32, bool) {
 
 // publish reads {"channel":"c","data":V} (either order, both required).
 func (p *scanner) publish() (ch, data []byte, ok bool) {
-	if !p.lit('{') {
-		return nil, nil, false
-	}
-	haveCh, haveData := false, false
-	for {
-		key, ok := p.key()
-		if !ok {
-			return nil, nil, false
-		}
+	ok = p.object(func(key []byte) (ok bool) {
 		switch string(key) {
 		case "channel":
-			if haveCh {
-				return nil, nil, false
-			}
-			haveCh = true
-			if ch, ok = p.str(); !ok {
-				return nil, nil, false
-			}
+			ch, ok = p.str()
 		case "data":
-			if haveData {
-				return nil, nil, false
-			}
-			haveData = true
-			if data, ok = p.value(); !ok {
-				return nil, nil, false
-			}
-		default:
-			return nil, nil, false
+			data, ok = p.value()
 		}
-		if p.lit(',') {
-			continue
-		}
-		if p.lit('}') {
-			break
-		}
-		return nil, nil, false
-	}
-	return ch, data, haveCh && haveData
+		return ok
+	})
+	return ch, data, ok && ch != nil && data != nil
 }
 
 // value returns the extent of one JSON value (not null), checked with
