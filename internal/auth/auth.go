@@ -121,10 +121,9 @@ func (v *Verifier) keyFunc(*jwt.Token) (any, error) { return v.secret, nil }
 // Verify parses a connection token. It requires a non-empty sub.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	var c *Claims
-	if fc := v.fast.verify(token); fc != nil {
+	if !v.fast.verify(token, func(fc *fastClaims) {
 		c = &Claims{RegisteredClaims: fc.registered(), Info: fc.Info, Channels: fc.Channels, Caps: fc.Caps, Admin: fc.Admin}
-		v.fast.done(fc)
-	} else {
+	}) {
 		c = new(Claims)
 		if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
 			return nil, classify(err)
@@ -140,10 +139,9 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 // for user and channel.
 func (v *Verifier) VerifySubscription(token, user, channel string) (*SubscriptionClaims, error) {
 	var c *SubscriptionClaims
-	if fc := v.fast.verify(token); fc != nil {
+	if !v.fast.verify(token, func(fc *fastClaims) {
 		c = &SubscriptionClaims{RegisteredClaims: fc.registered(), Channel: fc.Channel}
-		v.fast.done(fc)
-	} else {
+	}) {
 		c = new(SubscriptionClaims)
 		if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
 			return nil, classify(err)

@@ -91,31 +91,34 @@ func (fc *fastClaims) registered() jwt.RegisteredClaims {
 	}
 }
 
-// numericDate converts seconds since the epoch as golang-jwt's
-// NumericDate.UnmarshalJSON does (nil stays nil).
+// dateOf converts seconds since the epoch as golang-jwt's
+// NumericDate.UnmarshalJSON does.
+func dateOf(sec float64) time.Time {
+	round, frac := math.Modf(sec)
+	return time.Unix(int64(round), int64(frac*1e9)).Truncate(jwt.TimePrecision)
+}
+
 func numericDate(sec *float64) *jwt.NumericDate {
 	if sec == nil {
 		return nil
 	}
-	round, frac := math.Modf(*sec)
-	return jwt.NewNumericDate(time.Unix(int64(round), int64(frac*1e9)))
+	return &jwt.NumericDate{Time: dateOf(*sec)}
 }
 
-// verify returns token's claims when the token is valid, nil when
-// undecided. The caller hands them back with done once it has copied what
-// it keeps (the fields' values are never reused: each decode starts from
-// zero).
-func (f *fastVerifier) verify(token string) *fastClaims {
+// verify hands token's claims to use and reports true when the token is
+// valid; false means undecided. use must copy what it keeps of fc: the
+// struct goes back to the pool (its values are never reused: each decode
+// starts from zero).
+func (f *fastVerifier) verify(token string, use func(fc *fastClaims)) bool {
 	fc := f.claims.Get().(*fastClaims)
+	defer f.claims.Put(fc)
 	*fc = fastClaims{} // nil slices: Unmarshal would reuse their arrays
-	if f.decode(token, fc) {
-		return fc
+	if !f.decode(token, fc) {
+		return false
 	}
-	f.claims.Put(fc)
-	return nil
+	use(fc)
+	return true
 }
-
-func (f *fastVerifier) done(fc *fastClaims) { f.claims.Put(fc) }
 
 // decode fills fc and reports whether the token is valid; false leaves fc
 // partly filled.
@@ -161,10 +164,10 @@ func (f *fastVerifier) decode(token string, fc *fastClaims) bool {
 	// The validity window exactly as golang-jwt's Validator computes it
 	// (exp and nbf through the same NumericDate conversion).
 	now := time.Now()
-	if exp := numericDate(fc.ExpiresAt); exp != nil && !now.Before(exp.Add(leeway)) {
+	if fc.ExpiresAt != nil && !now.Before(dateOf(*fc.ExpiresAt).Add(leeway)) {
 		return false
 	}
-	if nbf := numericDate(fc.NotBefore); nbf != nil && now.Before(nbf.Add(-leeway)) {
+	if fc.NotBefore != nil && now.Before(dateOf(*fc.NotBefore).Add(-leeway)) {
 		return false
 	}
 	return true
