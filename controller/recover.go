@@ -170,12 +170,15 @@ func (s *Server) Positions(_ context.Context, req *heraldv1.PositionsRequest) (*
 			continue
 		}
 		owned++
-		pos.Owned, pos.Epoch = true, epochFor(s.streamID, ch)
+		pos.Owned = true
 		ps.mu.RLock()
 		if cs := ps.chans[ch]; cs != nil && cs.epoch != "" {
 			pos.Epoch, pos.Offset = cs.epoch, cs.seq
 		}
 		ps.mu.RUnlock()
+		if pos.Epoch == "" {
+			pos.Epoch = epochFor(s.streamID, ch) // a channel without messages yet
+		}
 	}
 	s.m.positions.WithLabelValues("owned").Add(float64(owned))
 	s.m.positions.WithLabelValues("not_owner").Add(float64(len(chs) - owned))
