@@ -692,23 +692,30 @@ func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	// channels fail at once instead of retrying one after another for
 	// minutes: their subscribers get an error now and resubscribe.
 	var unreachable error
+	failed := 0
 	for i, j := range jobs {
 		if p := positions[i]; p != nil {
 			r.synced(j.sh, j.e, p.GetEpoch(), p.GetOffset(), nil)
 			continue
 		}
-		if unreachable != nil {
-			r.synced(j.sh, j.e, "", 0, unreachable)
-			continue
+		if unreachable == nil {
+			resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
+			if err == nil {
+				r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), nil)
+				continue
+			}
+			unreachable = err
 		}
-		resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
-		unreachable = err
-		r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), err)
+		failed++
+		r.synced(j.sh, j.e, "", 0, unreachable)
+	}
+	if failed > 0 {
+		r.srv.log.Warn("positioning channels failed", "channels", failed, "err", unreachable)
 	}
 }
 
 // synced applies a new entry's position (or the failure to get it) and
-// broadcasts what was held meanwhile.
+// broadcasts what was held meanwhile (the caller logs failures).
 func (r *router) synced(sh *shard, e *entry, epoch string, last uint64, err error) {
 	b := r.newBatch()
 	sh.mu.Lock()
@@ -724,7 +731,6 @@ func (r *router) synced(sh *shard, e *entry, epoch string, last uint64, err erro
 			delete(sh.m, e.ch)
 		}
 		sh.mu.Unlock()
-		r.srv.log.Warn("positioning channel failed", "err", err)
 		r.dispatch(b)
 		return
 	}
