@@ -39,99 +39,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-chat/herald/internal/archive"
-	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/internal/store"
 )
-
-// Config of the cacher.
-type Config struct {
-	// Addr of the HTTP API (POST /v1/archive/run). Default 127.0.0.1:8081
-	// (HERALD_CACHER_ADDR).
-	Addr string
-	// ChunkSize K, messages per chunk; must equal the archive client's (the
-	// bucket's). Default 256 (HERALD_ARCHIVE_CHUNK_SIZE). 0 takes the
-	// archive client's.
-	ChunkSize int
-	// MinAge: a chunk is archived once its newest message is older than
-	// this. Default 24h (HERALD_ARCHIVE_MIN_AGE).
-	MinAge time.Duration
-	// Interval between periodic runs; the first run starts with Run.
-	// Default 5m (HERALD_ARCHIVE_INTERVAL).
-	Interval time.Duration
-	// ChannelPage is how many channels are listed per store call.
-	// Default 500.
-	ChannelPage int
-	// LeaseTTL is how long the run lease lasts without renewal; a crashed
-	// instance blocks runs elsewhere for at most this long. Default 1m
-	// (HERALD_CACHER_LEASE_TTL).
-	LeaseTTL time.Duration
-	// Instance identifies this cacher as a lease owner (reported to other
-	// instances' triggers). Default "<hostname>/<addr>/<random>"
-	// (HERALD_CACHER_INSTANCE); it must differ between instances.
-	Instance string
-	// RequireAdmin makes the HTTP API answer only requests carrying an
-	// admin token (`herald token --admin`) that Verifier accepts. Off by
-	// default (HERALD_CACHER_REQUIRE_ADMIN): the API listens on loopback
-	// and nginx does not expose it; turn it on when it listens elsewhere.
-	RequireAdmin bool
-	// Verifier checks the admin tokens; required with RequireAdmin.
-	Verifier *auth.Verifier
-}
-
-// LeaseName is the store lease that serializes archive runs across cacher
-// instances.
-const LeaseName = "cacher.archive-run"
-
-// RegisterFlags binds the config to flags (flag > HERALD_* env > default):
-// -cacher-addr, -cacher-chunk-size, -cacher-min-age, -cacher-interval.
-func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	config.String(fs, &c.Addr, "cacher-addr", "HERALD_CACHER_ADDR", "127.0.0.1:8081", "cacher HTTP API address")
-	config.Int(fs, &c.ChunkSize, "cacher-chunk-size", "HERALD_ARCHIVE_CHUNK_SIZE", 256, "messages per archive chunk (must match the bucket)")
-	config.Duration(fs, &c.MinAge, "cacher-min-age", "HERALD_ARCHIVE_MIN_AGE", 24*time.Hour, "archive chunks whose newest message is older than this")
-	config.Duration(fs, &c.Interval, "cacher-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
-	config.Duration(fs, &c.LeaseTTL, "cacher-lease-ttl", "HERALD_CACHER_LEASE_TTL", time.Minute, "lifetime of the store lease that allows one archive run at a time across instances (renewed every third of it)")
-	config.String(fs, &c.Instance, "cacher-instance", "HERALD_CACHER_INSTANCE", "", "this instance's id as lease owner (default <hostname>/<addr>/<random>)")
-	config.Bool(fs, &c.RequireAdmin, "cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN", false, "answer API requests only with an admin token (herald token --admin) signed with HERALD_TOKEN_SECRET")
-}
-
-// Validate reports configuration errors naming the flag and env variable.
-func (c *Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return fmt.Errorf("-cacher-addr (HERALD_CACHER_ADDR) %q: %v", c.Addr, err)
-	}
-	if c.ChunkSize < 0 {
-		return fmt.Errorf("-cacher-chunk-size (HERALD_ARCHIVE_CHUNK_SIZE) %d: must be positive", c.ChunkSize)
-	}
-	if c.MinAge < 0 {
-		return fmt.Errorf("-cacher-min-age (HERALD_ARCHIVE_MIN_AGE) %s: must not be negative", c.MinAge)
-	}
-	if c.Interval <= 0 {
-		return fmt.Errorf("-cacher-interval (HERALD_ARCHIVE_INTERVAL) %s: must be positive", c.Interval)
-	}
-	if c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond) {
-		return fmt.Errorf("-cacher-lease-ttl (HERALD_CACHER_LEASE_TTL) %s: must be at least 30ms", c.LeaseTTL)
-	}
-	if c.RequireAdmin && c.Verifier == nil {
-		return errors.New("-cacher-require-admin (HERALD_CACHER_REQUIRE_ADMIN) needs the token secret: set HERALD_TOKEN_SECRET")
-	}
-	return nil
-}
 
 // Run statuses.
 const (
@@ -162,59 +83,6 @@ type RunStatus struct {
 	Skipped         []string   `json:"skipped,omitempty"`
 	Errors          []string   `json:"errors,omitempty"`
 	Error           string     `json:"error,omitempty"`
-}
-
-type metrics struct {
-	runs         *prometheus.CounterVec
-	chunks       prometheus.Counter
-	bytes        prometheus.Counter
-	purged       prometheus.Counter
-	verifyFail   prometheus.Counter
-	skipped      prometheus.Counter
-	lastSuccess  prometheus.Gauge
-	runDuration  prometheus.Histogram
-	runningGauge prometheus.Gauge
-}
-
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_cacher_runs_total", Help: "Archive runs by result (succeeded, failed).",
-		}, []string{"result"}),
-		chunks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_chunks_archived_total", Help: "Chunks archived and verified (including valid chunks found already in S3).",
-		}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_bytes_archived_total", Help: "Bytes written to S3 as chunks.",
-		}),
-		purged: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_messages_purged_total", Help: "Messages deleted from the store after archiving.",
-		}),
-		verifyFail: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_verification_failures_total", Help: "Chunks that failed verification after writing (nothing purged).",
-		}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_chunks_skipped_total", Help: "Full chunks skipped because the store did not hold exactly K dense seqs.",
-		}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "herald_cacher_last_success_timestamp_seconds", Help: "Unix time of the end of the last successful run.",
-		}),
-		runDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "herald_cacher_run_duration_seconds", Help: "Duration of archive runs.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
-		}),
-		runningGauge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "herald_cacher_running", Help: "1 while an archive run is in progress.",
-		}),
-	}
-	for _, c := range []prometheus.Collector{m.runs, m.chunks, m.bytes, m.purged, m.verifyFail, m.skipped, m.lastSuccess, m.runDuration, m.runningGauge} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering cacher metrics: %w", err)
-		}
-	}
-	m.runs.WithLabelValues(StatusSucceeded)
-	m.runs.WithLabelValues(StatusFailed)
-	return m, nil
 }
 
 // Server is the cacher service.
@@ -808,85 +676,4 @@ func sameMessages(a, b []store.Message) bool {
 		}
 	}
 	return true
-}
-
-// Handler returns the HTTP API:
-//
-//	POST /v1/archive/run[?channel=]  → 202 {"run_id":…,"started":bool}
-//	                                   (started=false: the run already in
-//	                                   progress in this instance);
-//	                                   409 {"error","holder","lease_expires_at"}
-//	                                   when another instance runs (not queued);
-//	                                   503 {"error"} + Retry-After when the store
-//	                                   is unreachable or shutting down
-//	GET  /v1/archive/runs/{id}       → 200 RunStatus, 404 unknown id (runs
-//	                                   of this instance only)
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/archive/run", func(w http.ResponseWriter, r *http.Request) {
-		id, started, err := s.Trigger(r.URL.Query().Get("channel"))
-		var held *HeldElsewhereError
-		switch {
-		case errors.As(err, &held):
-			writeJSON(w, http.StatusConflict, map[string]string{
-				"error": held.Error(), "holder": held.Lease.Owner,
-				"lease_expires_at": held.Lease.Expires.UTC().Format(time.RFC3339Nano),
-			})
-			return
-		case err != nil:
-			s.log.Warn("archive run not started", "error", err)
-			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "archive run not started: " + err.Error()})
-			return
-		}
-		w.Header().Set("Location", "/v1/archive/runs/"+id)
-		writeJSON(w, http.StatusAccepted, map[string]any{"run_id": id, "started": started})
-	})
-	mux.HandleFunc("GET /v1/archive/runs/{id}", func(w http.ResponseWriter, r *http.Request) {
-		st, ok := s.Status(r.PathValue("id"))
-		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown run id"})
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
-	if s.cfg.RequireAdmin {
-		return s.adminOnly(mux)
-	}
-	return mux
-}
-
-// adminOnly passes on the requests that carry a valid admin token and
-// answers the others 401 (no or bad token) or 403 (not an admin).
-func (s *Server) adminOnly(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-		token = strings.TrimSpace(token)
-		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing bearer token: the cacher API needs an admin token (herald token --admin)"})
-			return
-		}
-		claims, err := s.cfg.Verifier.Verify(token)
-		if err != nil {
-			msg := "invalid token"
-			if errors.Is(err, auth.ErrExpired) {
-				msg = "token expired"
-			}
-			w.Header().Set("WWW-Authenticate", `Bearer realm="herald", error="invalid_token"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
-			return
-		}
-		if !claims.Admin {
-			writeJSON(w, http.StatusForbidden, map[string]string{"error": "the cacher API needs an admin token (herald token --admin)"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }
