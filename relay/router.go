@@ -138,8 +138,12 @@ type router struct {
 	shards [numShards]shard
 
 	// imu orders interest messages: the janitor deletes idle entries and
-	// sends their removal under it, and a new entry's add is sent under it,
-	// so a re-added channel's add never precedes its removal.
+	// queues their removal under it, and a new entry's add is queued under
+	// it, so a re-added channel's add never precedes its removal on any
+	// link. Only non-blocking work runs under it (links.addInterest and
+	// removeInterest queue per link, see link.enqueue): a controller that
+	// does not read cannot hold it. Order: imu, then a shard mutex or a
+	// link's qmu.
 	imu sync.Mutex
 
 	// Workers' queues: channels to position (first local subscriber),
@@ -671,10 +675,10 @@ func (r *router) orphan(parts []int32) {
 	r.dispatch(b)
 }
 
-// syncBatch positions new entries: interest adds first (one message per
-// controller stream), then the owners' positions (one Positions call per
-// owner; a channel it does not answer is asked with Recover, retried),
-// then the publications held meanwhile.
+// syncBatch positions new entries: interest adds first (one message queued
+// per controller stream; never blocks), then the owners' positions (one
+// Positions call per owner; a channel it does not answer is asked with
+// Recover, retried), then the publications held meanwhile.
 func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	if len(jobs) == 0 {
 		return
@@ -784,7 +788,8 @@ func minSeq(ps []*heraldv1.Publication) uint64 {
 }
 
 // janitor drops entries that have had no subscriber for the grace period and
-// sends the interest removals.
+// queues the interest removals (never blocks on a controller). It runs on
+// its own goroutine, started and waited for by Server.Run.
 func (r *router) janitor(ctx context.Context) {
 	grace := r.srv.cfg.InterestGrace
 	tick.Every(ctx, max(grace/4, 50*time.Millisecond), func(now time.Time) {
