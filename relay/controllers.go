@@ -27,7 +27,8 @@ const interestChunk = 1000
 //
 // Nothing here blocks one controller's work on another's: each link has
 // its own stream, its own sender goroutine and its own bounded outbound
-// queue.
+// queue, and the RPCs (Positions, Recover) go to one controller each with
+// RPCTimeout, concurrently for different owners.
 type links struct {
 	srv   *Server
 	links []*link
@@ -88,6 +89,13 @@ type link struct {
 	// noPositions: the controller answered Positions with Unimplemented (an
 	// older one); asked again once its stream reopens.
 	noPositions atomic.Bool
+	// stalledAt is when (unix ns) a Positions or Recover call to this
+	// controller last ran out of RPCTimeout without an answer since; 0 when
+	// it answers. For RPCTimeout after that, calls to it fail at once
+	// (errStalled) instead of tying up a router or pool worker for
+	// RPCTimeout each; the first call after that probes it again, and any
+	// message on its stream clears it.
+	stalledAt atomic.Int64
 }
 
 // queuedDelta is one interest message waiting for a link's sender and how
@@ -326,6 +334,7 @@ func (ls *links) session(ctx context.Context, l *link) error {
 		if err != nil {
 			return fmt.Errorf("receiving: %w", err)
 		}
+		l.stalledAt.Store(0) // it is alive
 		switch k := msg.GetKind().(type) {
 		case *heraldv1.ControllerMessage_Batch:
 			srv.router.handleBatch(k.Batch.GetPublications())
@@ -424,20 +433,57 @@ func (ls *links) order(ch string) []*link {
 	return out
 }
 
-var errNoOwner = errors.New("no controller owns the channel's partition")
+var (
+	errNoOwner = errors.New("no controller owns the channel's partition")
+	// errStalled: the controller did not answer a call within RPCTimeout
+	// (or did not recently, see link.stalledAt).
+	errStalled = errors.New("controller not answering within the RPC timeout")
+)
+
+// stalled reports whether calls to l should fail at once (see stalledAt).
+func (l *link) stalled(timeout time.Duration) bool {
+	at := l.stalledAt.Load()
+	return at != 0 && time.Now().UnixNano()-at < int64(timeout)
+}
+
+// observe records the outcome of a call to l: a timeout marks it stalled,
+// an answer (also an error status from the controller) clears that. A
+// call cut short by the caller's ctx says nothing.
+func (l *link) observe(ctx context.Context, err error) {
+	switch {
+	case ctx.Err() != nil:
+	case status.Code(err) == codes.DeadlineExceeded:
+		l.stalledAt.Store(time.Now().UnixNano())
+	case status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled:
+		l.stalledAt.Store(0)
+	}
+}
 
 // recover asks the owner of req.Channel; a controller answering
-// FailedPrecondition is not the owner and the next one is tried.
+// FailedPrecondition is not the owner and the next one is tried. Each call
+// is bounded by RPCTimeout, and a controller that is stalled is skipped
+// (errStalled). It blocks the calling goroutine (a router or pool worker)
+// for at most RPCTimeout per controller.
 func (ls *links) recover(ctx context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
 	var lastErr error = errNoOwner
+	timeout := ls.srv.cfg.RPCTimeout
 	for _, l := range ls.order(req.GetChannel()) {
-		cctx, cancel := context.WithTimeout(ctx, ls.srv.cfg.RPCTimeout)
+		if l.stalled(timeout) {
+			lastErr = fmt.Errorf("recover from controller %s: %w", l.addr, errStalled)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := l.client.Recover(cctx, req)
 		cancel()
+		l.observe(ctx, err)
 		if err == nil {
 			return resp, nil
 		}
-		if status.Code(err) != codes.FailedPrecondition {
+		switch status.Code(err) {
+		case codes.FailedPrecondition:
+		case codes.DeadlineExceeded:
+			lastErr = fmt.Errorf("recover from controller %s: %w (%w)", l.addr, errStalled, err)
+		default:
 			lastErr = fmt.Errorf("recover from controller %s: %w", l.addr, err)
 		}
 	}
@@ -445,11 +491,16 @@ func (ls *links) recover(ctx context.Context, req *heraldv1.RecoverRequest) (*he
 }
 
 // positions asks each known owner, in one Positions call, for the
-// positions of its channels among chs. An entry is nil where no owner
-// answered (unknown owner, a failed call, a controller without Positions,
-// ownership moved): the caller asks Recover for it.
-func (ls *links) positions(ctx context.Context, chs []string) []*heraldv1.Position {
-	out := make([]*heraldv1.Position, len(chs))
+// positions of its channels among chs, all owners at once (one goroutine
+// per owner beyond the first, waited for), so that a controller that does
+// not answer delays no other owner's channels. got(i, p) is called for
+// every channel chs[i] its owner answered, from the goroutine of that
+// owner's call as soon as it answers (concurrently for different owners;
+// it must not block for long). Channels left out (unknown owner, a failed
+// call, a stalled controller, a controller without Positions, ownership
+// moved) are for the caller to ask Recover for. Positions calls are bounded
+// by RPCTimeout.
+func (ls *links) positions(ctx context.Context, chs []string, got func(i int, p *heraldv1.Position)) {
 	parts := int32(ls.srv.cfg.Partitions)
 	byOwner := make(map[int][]int) // link index → indexes into chs
 	ls.mu.RLock()
@@ -459,36 +510,66 @@ func (ls *links) positions(ctx context.Context, chs []string) []*heraldv1.Positi
 		}
 	}
 	ls.mu.RUnlock()
-	for owner, idxs := range byOwner {
-		l := ls.links[owner]
-		if l.noPositions.Load() {
-			continue
-		}
+	timeout := ls.srv.cfg.RPCTimeout
+	ask := func(l *link, idxs []int) {
 		req := &heraldv1.PositionsRequest{Channels: make([]string, len(idxs))}
 		for j, i := range idxs {
 			req.Channels[j] = chs[i]
 		}
-		cctx, cancel := context.WithTimeout(ctx, ls.srv.cfg.RPCTimeout)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := l.client.Positions(cctx, req)
 		cancel()
+		l.observe(ctx, err)
 		if status.Code(err) == codes.Unimplemented {
 			l.noPositions.Store(true) // an older controller: Recover per channel
 			ls.srv.log.Info("controller has no Positions; positioning channels with Recover", "controller", l.addr)
 		}
 		if err != nil || len(resp.GetPositions()) != len(idxs) {
-			continue
+			return
 		}
 		for j, i := range idxs {
 			if p := resp.Positions[j]; p.GetOwned() {
-				out[i] = p
+				got(i, p)
 			}
 		}
 	}
-	return out
+	var wg sync.WaitGroup
+	var inline func()
+	for owner, idxs := range byOwner {
+		l := ls.links[owner]
+		if l.noPositions.Load() || l.stalled(timeout) {
+			continue
+		}
+		if inline == nil {
+			inline = func() { ask(l, idxs) }
+			continue
+		}
+		wg.Go(func() { ask(l, idxs) })
+	}
+	if inline != nil {
+		inline()
+	}
+	wg.Wait()
+}
+
+// ownerOf returns the index of the link owning ch's partition, -1 when
+// unknown.
+func (ls *links) ownerOf(ch string) int {
+	p := partition.For(ch, int32(ls.srv.cfg.Partitions))
+	ls.mu.RLock()
+	defer ls.mu.RUnlock()
+	if owner, ok := ls.owners[p]; ok {
+		return owner
+	}
+	return -1
 }
 
 // recoverRetry retries recover a few times with backoff (the owner may be
-// moving between controllers).
+// moving between controllers). A controller that did not answer within
+// RPCTimeout (errStalled) is not asked again: the caller fails now (its
+// subscriber gets an error and resubscribes) instead of holding a worker
+// for several timeouts. It blocks the calling worker for at most about
+// 5 s plus RPCTimeout per controller asked.
 func (ls *links) recoverRetry(ctx context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
 	backoff := 100 * time.Millisecond
 	var err error
@@ -496,6 +577,9 @@ func (ls *links) recoverRetry(ctx context.Context, req *heraldv1.RecoverRequest)
 		var resp *heraldv1.RecoverResponse
 		if resp, err = ls.recover(ctx, req); err == nil {
 			return resp, nil
+		}
+		if errors.Is(err, errStalled) {
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():

@@ -492,7 +492,9 @@ func (r *router) take(syncs []string) (_ []string, ch string, ok bool) {
 	return syncs, ch, ok
 }
 
-// worker runs syncs and gap fills until ctx ends. It positions what
+// worker runs syncs and gap fills until ctx ends (RouterWorkers of them,
+// started and waited for by Server.Run). It blocks on controller RPCs,
+// each bounded by RPCTimeout, never while holding a lock. It positions what
 // queued meanwhile together, so a connect storm of new channels (personal
 // channels) costs a few calls instead of a round trip per channel.
 func (r *router) worker(ctx context.Context) {
@@ -675,10 +677,15 @@ func (r *router) orphan(parts []int32) {
 	r.dispatch(b)
 }
 
-// syncBatch positions new entries: interest adds first (one message queued
-// per controller stream; never blocks), then the owners' positions (one
-// Positions call per owner; a channel it does not answer is asked with
-// Recover, retried), then the publications held meanwhile.
+// syncBatch positions new entries on a router worker: interest adds first
+// (one message queued per controller stream; never blocks), then the
+// owners' positions (one Positions call per owner, all owners at once, each
+// owner's channels positioned as soon as it answers), then a Recover,
+// retried, for each channel no owner answered, and the publications held
+// meanwhile. It blocks the worker for the slowest owner, at most about
+// RPCTimeout for Positions plus the Recover fallback of unanswered
+// channels; a controller that does not answer delays none of the other
+// owners' channels.
 func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	if len(jobs) == 0 {
 		return
@@ -690,31 +697,42 @@ func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	r.imu.Lock()
 	r.srv.links.addInterest(names...)
 	r.imu.Unlock()
-	positions := r.srv.links.positions(ctx, names)
+	answered := make([]bool, len(jobs)) // index i written only by the call of chs[i]'s owner
+	r.srv.links.positions(ctx, names, func(i int, p *heraldv1.Position) {
+		answered[i] = true
+		r.synced(jobs[i].sh, jobs[i].e, p.GetEpoch(), p.GetOffset(), nil)
+	})
 	// Once a channel without an answer could not be positioned with
-	// Recover either (retried for seconds), the batch's other unanswered
-	// channels fail at once instead of retrying one after another for
-	// minutes: their subscribers get an error now and resubscribe.
-	var unreachable error
+	// Recover either (retried for seconds, or its controller does not
+	// answer), the batch's other unanswered channels of the same owner
+	// fail at once instead of retrying one after another for minutes:
+	// their subscribers get an error now and resubscribe.
+	var unreachable map[int]error // owner link index (-1 unknown) → error
 	failed := 0
+	var lastErr error
 	for i, j := range jobs {
-		if p := positions[i]; p != nil {
-			r.synced(j.sh, j.e, p.GetEpoch(), p.GetOffset(), nil)
+		if answered[i] {
 			continue
 		}
-		if unreachable == nil {
-			resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
-			if err == nil {
+		owner := r.srv.links.ownerOf(j.e.ch)
+		err := unreachable[owner]
+		if err == nil {
+			resp, rerr := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
+			if rerr == nil {
 				r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), nil)
 				continue
 			}
-			unreachable = err
+			if unreachable == nil {
+				unreachable = make(map[int]error)
+			}
+			unreachable[owner], err = rerr, rerr
 		}
 		failed++
-		r.synced(j.sh, j.e, "", 0, unreachable)
+		lastErr = err
+		r.synced(j.sh, j.e, "", 0, err)
 	}
 	if failed > 0 {
-		r.srv.log.Warn("positioning channels failed", "channels", failed, "err", unreachable)
+		r.srv.log.Warn("positioning channels failed", "channels", failed, "err", lastErr)
 	}
 }
 
