@@ -124,7 +124,7 @@ func (e *entry) pending() []*heraldv1.Publication {
 }
 
 type shard struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards m and every entry in it; no I/O and no other lock under it
 	m  map[string]*entry
 }
 
@@ -148,7 +148,8 @@ type router struct {
 
 	// Workers' queues: channels to position (first local subscriber),
 	// taken in batches, and channels to gap-fill or re-check, taken one at
-	// a time so that the workers run those in parallel.
+	// a time so that the workers run those in parallel. qmu guards syncq
+	// and queue (a leaf).
 	qmu    sync.Mutex
 	syncq  []string
 	queue  []string
@@ -336,7 +337,8 @@ func (r *router) dispatch(b *batch) {
 }
 
 // handleBatch applies a controller's publications. Called from the
-// controller stream goroutines.
+// controller session goroutines (links.session), one per controller,
+// concurrently; it takes shard locks and posts loop tasks, never blocks.
 func (r *router) handleBatch(pubs []*heraldv1.Publication) {
 	b := r.newBatch()
 	for _, p := range pubs {
