@@ -51,7 +51,7 @@ func (cl *client) setClaims(c *auth.Claims) {
 // connections. Each map is bounded: past maxInterned distinct values, new
 // ones are kept per connection.
 type internTable struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards m and chans; a leaf
 	m     map[string]*auth.Claims
 	chans map[string]string
 }

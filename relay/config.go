@@ -125,6 +125,18 @@ type Config struct {
 	// an unsubscribe push 2500 (the SDKs resubscribe with recovery),
 	// server-side ones a disconnect 3010 (default 5s).
 	ControllerGrace time.Duration
+	// ControllerQueue bounds, per controller stream, the interest changes
+	// (channels added or removed) queued for the stream's sender goroutine
+	// and not yet handed to gRPC (default 262144, a few MiB at most). A
+	// controller that stops reading (overloaded, paused, a half-open
+	// connection) only fills its own queue; when it is full the queued
+	// changes are dropped and the stream is broken and reopened, and the
+	// new stream starts with the relay's whole interest set (as every
+	// stream does), so nothing is lost silently and no other controller
+	// waits for it. Keep it above the largest burst of changes a healthy
+	// controller must absorb: one janitor sweep removes every channel idle
+	// past InterestGrace at once.
+	ControllerQueue int
 
 	// PprofAddr serves net/http/pprof on this address when set (default
 	// off, env HERALD_RELAY_PPROF_ADDR). Never expose it publicly.
@@ -162,6 +174,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.DrainWindow, "drain-window", "HERALD_RELAY_DRAIN_WINDOW", 10*time.Second, "spread shutdown disconnects (3001) over this window")
 	config.Bool(fs, &c.Compression, "compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
 	config.Duration(fs, &c.ControllerGrace, "controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
+	config.Int(fs, &c.ControllerQueue, "controller-queue", "HERALD_RELAY_CONTROLLER_QUEUE", 1<<18, "interest changes (channels) queued per controller stream; when full the stream is reopened with the whole interest set")
 	config.String(fs, &c.PprofAddr, "pprof-addr", "HERALD_RELAY_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
 	// Lists are split after parsing (in Validate).
 	c.Controllers, c.Brokers, c.AllowedOrigins = nil, nil, nil
@@ -212,6 +225,9 @@ func (c *Config) Validate() error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
+	}
+	if c.ControllerQueue < 0 {
+		errs = append(errs, fmt.Errorf("-controller-queue / HERALD_RELAY_CONTROLLER_QUEUE must not be negative, got %d", c.ControllerQueue))
 	}
 	if c.MaxMessageSize < 0 || c.OutboundCap < 0 || c.MaxSubscriptions < 0 || c.MaxConnections < 0 {
 		errs = append(errs, errors.New("relay size limits must not be negative"))
@@ -271,6 +287,7 @@ func (c Config) withDefaults() Config {
 	defd(&c.ExpiredCloseDelay, 25*time.Second)
 	defd(&c.DrainWindow, 10*time.Second)
 	defd(&c.ControllerGrace, 5*time.Second)
+	def(&c.ControllerQueue, 1<<18)
 	return c
 }
 

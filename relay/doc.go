@@ -62,6 +62,39 @@
 //     controller claims within ControllerGrace are orphaned: their
 //     subscribers are told (unsubscribe push 2500 for client-side, close
 //     3010 for server-side subscriptions) and recover through the SDK.
+//   - A stuck controller (overloaded, paused, a half-open connection) stalls
+//     only its own link. Each link has a session goroutine (links.run:
+//     opens the stream, sends Hello and the interest set, then receives
+//     until it breaks; it may block in gRPC flow control) and a sender
+//     goroutine per stream (started and waited for by the session; sends
+//     the link's queued interest deltas in order; may block likewise).
+//     Router workers and the janitor only queue deltas (link.enqueue, never
+//     blocks) under router.imu, which keeps them ordered per link. A queue
+//     holds at most ControllerQueue channels; when full, its deltas are
+//     dropped and the stream is broken and reopened, and the new stream
+//     starts with the whole interest set (only a new stream clears a
+//     controller's interest, so dropped removes cannot be resent on the
+//     old one); its partitions are re-checked once claimed again (above).
+//     Positions goes to every owner of a sync batch at once (a goroutine
+//     per owner, waited for) and each owner's channels are positioned as
+//     soon as it answers. Every Positions and Recover call is bounded by
+//     RPCTimeout; a controller that let one run out is not asked again
+//     for RPCTimeout (errStalled, cleared by any message on its stream) and
+//     a Recover that ran out is not retried, so a stuck controller's
+//     subscribers get an error (100) within about RPCTimeout and
+//     resubscribe, and it does not tie up the router workers or the pool.
+//   - Who runs what, and may it block: gnet callbacks and loop tasks run on
+//     their loop and never block; router.join/leave/position run there too
+//     (shard lock only); router.handleBatch and recheck run on a link's
+//     session goroutine and never block; syncBatch, fill, recheckOne run on
+//     router workers and block only in controller RPCs, holding no lock;
+//     client recover and history run on the worker pool (bounded by
+//     RPCTimeout); franz-go produce callbacks hand acks to loops and never
+//     block.
+//   - Locks, in acquisition order: router.imu, then a shard mutex or a
+//     link's qmu (link.qmu takes shard locks while a session snapshots the
+//     interest set); router.qmu, links.mu, loop.tmu are leaves. No lock is
+//     held across network I/O; none is shared by two links' I/O.
 //   - Limits and close codes: frame/message over MaxMessageSize (also
 //     fragmented, also after inflating) 1009; protocol violations 1002;
 //     invalid UTF-8 1007 (checked per fragment); subscriptions over
@@ -84,6 +117,7 @@
 //     empty epoch (a channel positioned before its first publication) is
 //     unknown, not different: the owner's is adopted.
 //   - Every goroutine (router workers, janitor, ticker, controller links
-//     and their watchdog, worker pool, the optional pprof server) is started
-//     and waited for by Run.
+//     with their senders and watchdog, worker pool, the optional pprof
+//     server) is started and waited for by Run; a sync batch's Positions
+//     goroutines by the worker that starts them.
 package relay

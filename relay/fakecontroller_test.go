@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/herald-chat/herald/internal/partition"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -50,10 +51,17 @@ func startKafkaCluster(t testing.TB, topic string, partitions int32) (*kfake.Clu
 
 // fakeController is an in-test heraldv1.RouterServer: it consumes the topic,
 // assigns per-channel seqs, streams publications to interested relays and
-// serves Recover. It owns every partition.
+// serves Recover. It owns every partition, or those of owned.
 type fakeController struct {
 	heraldv1.UnimplementedRouterServer
 	partitions int32
+	owned      map[int32]bool // nil: all
+
+	// gate, while not nil, freezes the controller as SIGSTOP would: its
+	// stream handlers stop reading (HTTP/2 flow control fills), Positions
+	// and Recover do not answer, the consumer stops. thaw closes it.
+	fmu  sync.Mutex
+	gate chan struct{}
 
 	mu      sync.Mutex
 	chans   map[string]*fakeChan
@@ -90,7 +98,21 @@ type fakeStream struct {
 
 func startFakeController(t testing.TB, brokers []string, topic string, partitions int32) (*fakeController, string) {
 	t.Helper()
+	return startFakeControllerOwning(t, brokers, topic, partitions, nil)
+}
+
+// startFakeControllerOwning starts a fake controller that owns the
+// partitions owned (all when nil): it streams and answers for their
+// channels only.
+func startFakeControllerOwning(t testing.TB, brokers []string, topic string, partitions int32, owned []int32) (*fakeController, string) {
+	t.Helper()
 	fc := &fakeController{partitions: partitions, chans: map[string]*fakeChan{}, streams: map[*fakeStream]struct{}{}}
+	if owned != nil {
+		fc.owned = map[int32]bool{}
+		for _, p := range owned {
+			fc.owned[p] = true
+		}
+	}
 	fc.addr = "127.0.0.1:0"
 	fc.start(t)
 
@@ -105,6 +127,10 @@ func startFakeController(t testing.TB, brokers []string, topic string, partition
 		for ctx.Err() == nil {
 			fs := cons.PollFetches(ctx)
 			fs.EachRecord(func(r *kgo.Record) {
+				if !fc.owns(r.Partition) {
+					return
+				}
+				fc.wait(ctx)
 				var m heraldv1.Message
 				if err := proto.Unmarshal(r.Value, &m); err != nil {
 					t.Errorf("fake controller: bad record: %v", err)
@@ -133,7 +159,9 @@ func (fc *fakeController) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	fc.addr = ln.Addr().String()
-	fc.gs = grpc.NewServer()
+	// A fixed receive window (no BDP growth): a frozen controller's
+	// streams fill after 64 KiB, as a stopped process's would.
+	fc.gs = grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
 	heraldv1.RegisterRouterServer(fc.gs, fc)
 	go func() { _ = fc.gs.Serve(ln) }()
 }
@@ -147,6 +175,42 @@ func (fc *fakeController) stop() {
 	if fc.gs != nil {
 		fc.gs.Stop()
 		fc.gs = nil
+	}
+}
+
+func (fc *fakeController) owns(p int32) bool { return fc.owned == nil || fc.owned[p] }
+
+// freeze stops the controller (see gate) until thaw.
+func (fc *fakeController) freeze() {
+	fc.fmu.Lock()
+	defer fc.fmu.Unlock()
+	if fc.gate == nil {
+		fc.gate = make(chan struct{})
+	}
+}
+
+func (fc *fakeController) thaw() {
+	fc.fmu.Lock()
+	defer fc.fmu.Unlock()
+	if fc.gate != nil {
+		close(fc.gate)
+		fc.gate = nil
+	}
+}
+
+// wait blocks while fc is frozen; false when ctx ended first.
+func (fc *fakeController) wait(ctx context.Context) bool {
+	fc.fmu.Lock()
+	gate := fc.gate
+	fc.fmu.Unlock()
+	if gate == nil {
+		return true
+	}
+	select {
+	case <-gate:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -201,9 +265,14 @@ func (fc *fakeController) broadcast(pubs ...*heraldv1.Publication) {
 
 func (fc *fakeController) Stream(stream heraldv1.Router_StreamServer) error {
 	fs := &fakeStream{s: stream, interest: map[string]bool{}}
-	all := make([]int32, fc.partitions)
-	for i := range all {
-		all[i] = int32(i)
+	var all []int32
+	for i := range fc.partitions {
+		if fc.owns(i) {
+			all = append(all, i)
+		}
+	}
+	if !fc.wait(stream.Context()) {
+		return nil
 	}
 	fs.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Ownership{Ownership: &heraldv1.Ownership{ControllerId: "fake", PartitionCount: fc.partitions, Partitions: all}}})
 	fc.mu.Lock()
@@ -215,6 +284,9 @@ func (fc *fakeController) Stream(stream heraldv1.Router_StreamServer) error {
 		fc.mu.Unlock()
 	}()
 	for {
+		if !fc.wait(stream.Context()) {
+			return nil
+		}
 		msg, err := stream.Recv()
 		if err != nil {
 			return nil
@@ -251,7 +323,10 @@ func (fc *fakeController) interested(ch string) bool {
 	return false
 }
 
-func (fc *fakeController) Positions(_ context.Context, req *heraldv1.PositionsRequest) (*heraldv1.PositionsResponse, error) {
+func (fc *fakeController) Positions(ctx context.Context, req *heraldv1.PositionsRequest) (*heraldv1.PositionsResponse, error) {
+	if !fc.wait(ctx) {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if fc.noPositions.Load() {
 		return nil, status.Error(codes.Unimplemented, "method Positions not implemented")
 	}
@@ -262,7 +337,7 @@ func (fc *fakeController) Positions(_ context.Context, req *heraldv1.PositionsRe
 	resp := &heraldv1.PositionsResponse{}
 	for _, ch := range req.Channels {
 		pos := &heraldv1.Position{}
-		if ch != "" {
+		if ch != "" && fc.owns(partition.For(ch, fc.partitions)) {
 			c := fc.chanLocked(ch)
 			pos.Epoch, pos.Offset, pos.Owned = c.epoch, uint64(len(c.pubs)), true
 		}
@@ -271,9 +346,15 @@ func (fc *fakeController) Positions(_ context.Context, req *heraldv1.PositionsRe
 	return resp, nil
 }
 
-func (fc *fakeController) Recover(_ context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
+func (fc *fakeController) Recover(ctx context.Context, req *heraldv1.RecoverRequest) (*heraldv1.RecoverResponse, error) {
+	if !fc.wait(ctx) {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if req.Channel == "" {
 		return nil, status.Error(codes.InvalidArgument, "no channel")
+	}
+	if !fc.owns(partition.For(req.Channel, fc.partitions)) {
+		return nil, status.Error(codes.FailedPrecondition, "not the owner")
 	}
 	if req.Limit == 0 {
 		fc.positionRecovers.Add(1)

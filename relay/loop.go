@@ -52,7 +52,8 @@ type loop struct {
 	// queue), which would reorder broadcasts; so one drain task at a time is
 	// handed to gnet and it runs what is queued here: tasks (replies, acks,
 	// timers) in FIFO order first, then router deliveries in FIFO order, at
-	// most deliverBudget subscribers per round (see drain).
+	// most deliverBudget subscribers per round (see drain). tmu guards
+	// tasks, spare, inbox and scheduled; a leaf, held for appends only.
 	tmu       sync.Mutex
 	tasks     []func()
 	spare     []func()

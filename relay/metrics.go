@@ -24,6 +24,9 @@ type metrics struct {
 	rateLimited       *prometheus.CounterVec
 	orphaned          prometheus.Counter
 	rechecks          prometheus.Counter
+	// controllerQueueFull counts controller streams broken because their
+	// outbound interest queue was full (ControllerQueue).
+	controllerQueueFull prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,9 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		// loop is the event loop index, bounded by the configured loop count.
 		loopLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "loop_lag_seconds", Help: "Delay between a timer tick and its run on the event loop (queued work ahead of it), per event loop.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"loop"}),
-		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_rate_limited_total", Help: "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013)."}, []string{"outcome"}),
-		orphaned:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channels_orphaned_total", Help: "Channels whose subscribers were told to recover because no controller owned them for the grace period."}),
-		rechecks:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channel_rechecks_total", Help: "Channel positions re-checked after a controller stream (re)opened or ownership moved."}),
+		rateLimited:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_rate_limited_total", Help: "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013)."}, []string{"outcome"}),
+		orphaned:            prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channels_orphaned_total", Help: "Channels whose subscribers were told to recover because no controller owned them for the grace period."}),
+		rechecks:            prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channel_rechecks_total", Help: "Channel positions re-checked after a controller stream (re)opened or ownership moved."}),
+		controllerQueueFull: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "controller_queue_full_total", Help: "Controller streams reopened because the controller did not read its queue of interest changes (ControllerQueue)."}),
 	}
 	for _, o := range []string{"rejected", "disconnect"} {
 		m.rateLimited.WithLabelValues(o)
@@ -71,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.connections, m.refused, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
 			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.fanoutLatency, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
-			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks)
+			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks, m.controllerQueueFull)
 	}
 	return m
 }

@@ -124,7 +124,7 @@ func (e *entry) pending() []*heraldv1.Publication {
 }
 
 type shard struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards m and every entry in it; no I/O and no other lock under it
 	m  map[string]*entry
 }
 
@@ -138,13 +138,18 @@ type router struct {
 	shards [numShards]shard
 
 	// imu orders interest messages: the janitor deletes idle entries and
-	// sends their removal under it, and a new entry's add is sent under it,
-	// so a re-added channel's add never precedes its removal.
+	// queues their removal under it, and a new entry's add is queued under
+	// it, so a re-added channel's add never precedes its removal on any
+	// link. Only non-blocking work runs under it (links.addInterest and
+	// removeInterest queue per link, see link.enqueue): a controller that
+	// does not read cannot hold it. Order: imu, then a shard mutex or a
+	// link's qmu.
 	imu sync.Mutex
 
 	// Workers' queues: channels to position (first local subscriber),
 	// taken in batches, and channels to gap-fill or re-check, taken one at
-	// a time so that the workers run those in parallel.
+	// a time so that the workers run those in parallel. qmu guards syncq
+	// and queue (a leaf).
 	qmu    sync.Mutex
 	syncq  []string
 	queue  []string
@@ -332,7 +337,8 @@ func (r *router) dispatch(b *batch) {
 }
 
 // handleBatch applies a controller's publications. Called from the
-// controller stream goroutines.
+// controller session goroutines (links.session), one per controller,
+// concurrently; it takes shard locks and posts loop tasks, never blocks.
 func (r *router) handleBatch(pubs []*heraldv1.Publication) {
 	b := r.newBatch()
 	for _, p := range pubs {
@@ -488,7 +494,9 @@ func (r *router) take(syncs []string) (_ []string, ch string, ok bool) {
 	return syncs, ch, ok
 }
 
-// worker runs syncs and gap fills until ctx ends. It positions what
+// worker runs syncs and gap fills until ctx ends (RouterWorkers of them,
+// started and waited for by Server.Run). It blocks on controller RPCs,
+// each bounded by RPCTimeout, never while holding a lock. It positions what
 // queued meanwhile together, so a connect storm of new channels (personal
 // channels) costs a few calls instead of a round trip per channel.
 func (r *router) worker(ctx context.Context) {
@@ -671,10 +679,15 @@ func (r *router) orphan(parts []int32) {
 	r.dispatch(b)
 }
 
-// syncBatch positions new entries: interest adds first (one message per
-// controller stream), then the owners' positions (one Positions call per
-// owner; a channel it does not answer is asked with Recover, retried),
-// then the publications held meanwhile.
+// syncBatch positions new entries on a router worker: interest adds first
+// (one message queued per controller stream; never blocks), then the
+// owners' positions (one Positions call per owner, all owners at once, each
+// owner's channels positioned as soon as it answers), then a Recover,
+// retried, for each channel no owner answered, and the publications held
+// meanwhile. It blocks the worker for the slowest owner, at most about
+// RPCTimeout for Positions plus the Recover fallback of unanswered
+// channels; a controller that does not answer delays none of the other
+// owners' channels.
 func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	if len(jobs) == 0 {
 		return
@@ -686,31 +699,42 @@ func (r *router) syncBatch(ctx context.Context, jobs []syncJob) {
 	r.imu.Lock()
 	r.srv.links.addInterest(names...)
 	r.imu.Unlock()
-	positions := r.srv.links.positions(ctx, names)
+	answered := make([]bool, len(jobs)) // index i written only by the call of chs[i]'s owner
+	r.srv.links.positions(ctx, names, func(i int, p *heraldv1.Position) {
+		answered[i] = true
+		r.synced(jobs[i].sh, jobs[i].e, p.GetEpoch(), p.GetOffset(), nil)
+	})
 	// Once a channel without an answer could not be positioned with
-	// Recover either (retried for seconds), the batch's other unanswered
-	// channels fail at once instead of retrying one after another for
-	// minutes: their subscribers get an error now and resubscribe.
-	var unreachable error
+	// Recover either (retried for seconds, or its controller does not
+	// answer), the batch's other unanswered channels of the same owner
+	// fail at once instead of retrying one after another for minutes:
+	// their subscribers get an error now and resubscribe.
+	var unreachable map[int]error // owner link index (-1 unknown) → error
 	failed := 0
+	var lastErr error
 	for i, j := range jobs {
-		if p := positions[i]; p != nil {
-			r.synced(j.sh, j.e, p.GetEpoch(), p.GetOffset(), nil)
+		if answered[i] {
 			continue
 		}
-		if unreachable == nil {
-			resp, err := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
-			if err == nil {
+		owner := r.srv.links.ownerOf(j.e.ch)
+		err := unreachable[owner]
+		if err == nil {
+			resp, rerr := r.srv.links.recoverRetry(ctx, &heraldv1.RecoverRequest{Channel: j.e.ch})
+			if rerr == nil {
 				r.synced(j.sh, j.e, resp.GetEpoch(), resp.GetOffset(), nil)
 				continue
 			}
-			unreachable = err
+			if unreachable == nil {
+				unreachable = make(map[int]error)
+			}
+			unreachable[owner], err = rerr, rerr
 		}
 		failed++
-		r.synced(j.sh, j.e, "", 0, unreachable)
+		lastErr = err
+		r.synced(j.sh, j.e, "", 0, err)
 	}
 	if failed > 0 {
-		r.srv.log.Warn("positioning channels failed", "channels", failed, "err", unreachable)
+		r.srv.log.Warn("positioning channels failed", "channels", failed, "err", lastErr)
 	}
 }
 
@@ -784,7 +808,8 @@ func minSeq(ps []*heraldv1.Publication) uint64 {
 }
 
 // janitor drops entries that have had no subscriber for the grace period and
-// sends the interest removals.
+// queues the interest removals (never blocks on a controller). It runs on
+// its own goroutine, started and waited for by Server.Run.
 func (r *router) janitor(ctx context.Context) {
 	grace := r.srv.cfg.InterestGrace
 	tick.Every(ctx, max(grace/4, 50*time.Millisecond), func(now time.Time) {

@@ -44,6 +44,7 @@ type Server struct {
 	m        *metrics
 
 	numLoops int
+	// loopsMu guards loops and loopByEL (filled as gnet boots the loops); a leaf.
 	loopsMu  sync.RWMutex
 	loops    []*loop
 	loopByEL map[gnet.EventLoop]*loop
