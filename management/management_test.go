@@ -442,6 +442,10 @@ func TestBadParams(t *testing.T) {
 		{"limit=%zz", ""},
 		{"cursor=bm90LWpzb24", "cursor"},
 		{"cursor=" + encodeCursor(query{Asc: true, After: 3}) + "&order=desc", "order"},
+		// Parameters the endpoint does not take are named, not ignored.
+		{"page=2", "page"},
+		{"limit=5&since=3", "since"},
+		{"reverse=true&Limit=5", "Limit"},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			r := e.get(t, messagesPath(room, nil)+"?"+tc.query, token(t, nil))
@@ -721,3 +725,39 @@ func TestRunAndMetrics(t *testing.T) {
 }
 
 var metricValue = testutil.MetricValue
+
+// A path no route has, and a method a route does not have, answer JSON in
+// the shape of every other error (405 with Allow); so do unknown query
+// parameters of the channel and OpenAPI endpoints.
+func TestUnknownRoutesAndParameters(t *testing.T) {
+	e := standard(t, envOpts{})
+	tok := token(t, nil)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		allow, param string
+	}{
+		{"GET", "/v1/nope", 404, "", ""},
+		{"GET", "/", 404, "", ""},
+		{"GET", "/v1/channels/" + url.PathEscape(room) + "/messages/extra", 404, "", ""},
+		{"POST", messagesPath(room, nil), 405, "GET, HEAD", ""},
+		{"DELETE", "/v1/channels/" + url.PathEscape(room), 405, "GET, HEAD", ""},
+		{"PUT", "/v1/openapi.json", 405, "GET, HEAD", ""},
+		{"GET", "/v1/channels/" + url.PathEscape(room) + "?limit=1", 400, "", "limit"},
+		{"GET", "/v1/openapi.json?format=yaml", 400, "", "format"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			resp, body := testutil.Do(t, tc.method, e.http.URL+tc.path, tok, nil)
+			if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Allow") != tc.allow {
+				t.Fatalf("%d %q Allow %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), body)
+			}
+			var eb errorBody
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&eb); err != nil || eb.Error == "" || eb.Parameter != tc.param {
+				t.Fatalf("body %s (%v), want parameter %q", body, err, tc.param)
+			}
+		})
+	}
+}
+
