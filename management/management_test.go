@@ -761,3 +761,38 @@ func TestUnknownRoutesAndParameters(t *testing.T) {
 	}
 }
 
+// The document's server is relative, so it names the origin it is fetched
+// from (directly, or through nginx on another host and port) rather than a
+// fixed address.
+func TestOpenAPIServerIsWhereItIsServed(t *testing.T) {
+	e := standard(t, envOpts{})
+	docURL, err := url.Parse(e.http.URL + "/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.get(t, docURL.Path, "")
+	var d struct {
+		Servers []struct {
+			URL string `json:"url"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(r.body, &d); err != nil || len(d.Servers) != 1 {
+		t.Fatalf("servers: %v %s", err, r.body)
+	}
+	srv, err := url.Parse(d.Servers[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, served := range []string{docURL.String(), "https://chat.example.com:8443/v1/openapi.json"} {
+		base, _ := url.Parse(served)
+		got := base.ResolveReference(srv)
+		if got.Scheme != base.Scheme || got.Host != base.Host || got.Path != "/" {
+			t.Errorf("server %q fetched from %s resolves to %s, want that origin", srv, served, got)
+		}
+	}
+	// And an operation under it answers there.
+	api := strings.TrimSuffix(docURL.ResolveReference(srv).String(), "/") + "/v1/channels/" + url.PathEscape(room)
+	if resp, body := testutil.Do(t, "GET", api, token(t, nil), nil); resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", api, resp.StatusCode, body)
+	}
+}
