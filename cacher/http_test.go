@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/httpjson"
 )
 
@@ -164,3 +166,75 @@ func TestHTTPAPIErrorsAreJSON(t *testing.T) {
 	}
 }
 
+// The flags' defaults (what `herald cacher` runs with) require an admin
+// token: without a token secret the configuration is refused, naming both
+// the secret and the explicit opt-out; with one, anonymous requests get
+// 401 JSON. -cacher-require-admin=false (or the env variable) opens the API.
+func TestProductionDefaultsRequireAdmin(t *testing.T) {
+	t.Setenv("HERALD_CACHER_REQUIRE_ADMIN", "")
+	flags := func(args ...string) Config {
+		var c Config
+		fs := flag.NewFlagSet("cacher", flag.ContinueOnError)
+		c.RegisterFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		c.Addr, c.ChunkSize = "127.0.0.1:0", k
+		return c
+	}
+	def := flags()
+	if !def.RequireAdmin {
+		t.Fatal("RequireAdmin is off by default")
+	}
+	if err := def.Validate(); err == nil || !strings.Contains(err.Error(), "HERALD_TOKEN_SECRET") || !strings.Contains(err.Error(), "-cacher-require-admin=false") {
+		t.Fatalf("default config without a secret: %v", err)
+	}
+
+	const secret = "cacher-default-secret"
+	e := newEnv(t, func(e *env) { e.ccfg = flags(); e.ccfg.Verifier = auth.NewVerifier(secret) })
+	srv := httptest.NewServer(e.c.Handler())
+	defer srv.Close()
+	r := call(t, http.MethodPost, srv.URL+"/v1/archive/run", "", "")
+	if r.code != http.StatusUnauthorized || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+		t.Fatalf("anonymous POST with the defaults: %d %s", r.code, r.body)
+	}
+	errorOf(t, r)
+	r = call(t, http.MethodGet, srv.URL+"/v1/nope", "", "")
+	if r.code != http.StatusUnauthorized {
+		t.Fatalf("anonymous GET of an unknown path: %d", r.code)
+	}
+	admin := auth.NewClaims("ops", nil, time.Minute)
+	admin.Admin = true
+	tok, err := auth.Sign(secret, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = call(t, http.MethodPost, srv.URL+"/v1/archive/run", tok, "")
+	if r.code != http.StatusAccepted {
+		t.Fatalf("admin POST: %d %s", r.code, r.body)
+	}
+	var body struct {
+		RunID string `json:"run_id"`
+	}
+	_ = json.Unmarshal(r.body, &body)
+	_ = e.c.wait(context.Background(), body.RunID)
+
+	for _, open := range []func() Config{
+		func() Config { return flags("-cacher-require-admin=false") },
+		func() Config { t.Setenv("HERALD_CACHER_REQUIRE_ADMIN", "false"); return flags() },
+	} {
+		cfg := open()
+		if cfg.RequireAdmin || cfg.Validate() != nil {
+			t.Fatalf("opt-out: RequireAdmin %v, Validate %v", cfg.RequireAdmin, cfg.Validate())
+		}
+		o := newEnv(t, func(e *env) { e.ccfg = cfg })
+		osrv := httptest.NewServer(o.c.Handler())
+		r := call(t, http.MethodPost, osrv.URL+"/v1/archive/run", "", "")
+		osrv.Close()
+		if r.code != http.StatusAccepted {
+			t.Fatalf("anonymous POST with the opt-out: %d %s", r.code, r.body)
+		}
+		_ = json.Unmarshal(r.body, &body)
+		_ = o.c.wait(context.Background(), body.RunID)
+	}
+}

@@ -256,6 +256,12 @@ func (s *Stack) startServices(ctx context.Context) error {
 	var kcfg cacher.Config
 	fill(kcfg.RegisterFlags)
 	kcfg.Addr = o.CacherAddr
+	// The dev cacher API is open (loopback dev, as the README's curl shows)
+	// unless HERALD_CACHER_REQUIRE_ADMIN asks for admin tokens.
+	kcfg.Verifier = verifier
+	if os.Getenv("HERALD_CACHER_REQUIRE_ADMIN") == "" {
+		kcfg.RequireAdmin = false
+	}
 	if o.ChunkSize > 0 {
 		kcfg.ChunkSize = o.ChunkSize
 	}
