@@ -45,7 +45,7 @@ const (
 	DevS3SecretKey = "herald-dev-s3-secret"
 )
 
-// Options configure the stack. Zero values take the defaults of DESIGN.md
+// Options configure the stack. Zero values take the defaults of docs/architecture.md
 // (and the HERALD_* environment, through each service's flags).
 type Options struct {
 	DataDir     string // default ./data (HERALD_DATA_DIR)
