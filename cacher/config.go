@@ -38,9 +38,13 @@ type Config struct {
 	// (HERALD_CACHER_INSTANCE); it must differ between instances.
 	Instance string
 	// RequireAdmin makes the HTTP API answer only requests carrying an
-	// admin token (`herald token --admin`) that Verifier accepts. Off by
-	// default (HERALD_CACHER_REQUIRE_ADMIN): the API listens on loopback
-	// and nginx does not expose it; turn it on when it listens elsewhere.
+	// admin token (`herald token --admin`) that Verifier accepts, as the
+	// management API answers only tokens. RegisterFlags defaults it to true
+	// (HERALD_CACHER_REQUIRE_ADMIN), so `herald cacher` refuses to start
+	// without HERALD_TOKEN_SECRET unless it is explicitly set false
+	// (-cacher-require-admin=false: anyone who reaches the address may
+	// start runs). `herald dev` runs the API open on loopback unless
+	// HERALD_CACHER_REQUIRE_ADMIN is set. The zero Config leaves it off.
 	RequireAdmin bool
 	// Verifier checks the admin tokens; required with RequireAdmin.
 	Verifier *auth.Verifier
@@ -51,7 +55,8 @@ type Config struct {
 const LeaseName = "cacher.archive-run"
 
 // RegisterFlags binds the config to flags (flag > HERALD_* env > default):
-// -cacher-addr, -cacher-chunk-size, -cacher-min-age, -cacher-interval.
+// -cacher-addr, -cacher-chunk-size, -cacher-min-age, -cacher-interval,
+// -cacher-lease-ttl, -cacher-instance, -cacher-require-admin (default true).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.Addr, "cacher-addr", "HERALD_CACHER_ADDR", "127.0.0.1:8081", "cacher HTTP API address")
 	config.Int(fs, &c.ChunkSize, "cacher-chunk-size", "HERALD_ARCHIVE_CHUNK_SIZE", 256, "messages per archive chunk (must match the bucket)")
@@ -59,7 +64,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.Interval, "cacher-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
 	config.Duration(fs, &c.LeaseTTL, "cacher-lease-ttl", "HERALD_CACHER_LEASE_TTL", time.Minute, "lifetime of the store lease that allows one archive run at a time across instances (renewed every third of it)")
 	config.String(fs, &c.Instance, "cacher-instance", "HERALD_CACHER_INSTANCE", "", "this instance's id as lease owner (default <hostname>/<addr>/<random>)")
-	config.Bool(fs, &c.RequireAdmin, "cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN", false, "answer API requests only with an admin token (herald token --admin) signed with HERALD_TOKEN_SECRET")
+	config.Bool(fs, &c.RequireAdmin, "cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN", true, "answer API requests only with an admin token (herald token --admin) signed with HERALD_TOKEN_SECRET; false serves the API to anyone who reaches it (herald dev: open on loopback unless set)")
 }
 
 // Validate reports configuration errors naming the flag and env variable.
@@ -80,7 +85,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-cacher-lease-ttl (HERALD_CACHER_LEASE_TTL) %s: must be at least 30ms", c.LeaseTTL)
 	}
 	if c.RequireAdmin && c.Verifier == nil {
-		return errors.New("-cacher-require-admin (HERALD_CACHER_REQUIRE_ADMIN) needs the token secret: set HERALD_TOKEN_SECRET")
+		return errors.New("-cacher-require-admin (HERALD_CACHER_REQUIRE_ADMIN, on by default) needs the token secret: set HERALD_TOKEN_SECRET (admin tokens: herald token --admin), or set -cacher-require-admin=false (HERALD_CACHER_REQUIRE_ADMIN=false) to serve the API without tokens")
 	}
 	return nil
 }

@@ -6,7 +6,7 @@
 // Recover for recent gaps and Positions (the epoch and head seq of many
 // channels in one call, for relays positioning new channels).
 //
-// # Ordering and density (DESIGN.md I1, I2)
+// # Ordering and density (docs/architecture.md, I1 and I2)
 //
 // The store's per-partition checkpoint, not Kafka's committed offsets, is
 // the source of truth. When a partition is assigned, the controller loads

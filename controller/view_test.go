@@ -16,7 +16,7 @@ import (
 )
 
 // relayView is what one relay makes of the streams of every controller it is
-// connected to, applying the relay's rules (DESIGN.md I4): a publication
+// connected to, applying the relay's rules (docs/architecture.md, I4): a publication
 // whose seq is not above the last one accepted for its channel is dropped; a
 // gap (seq > last+1) is filled from Recover before going on. It also checks
 // the wire: a seq may arrive more than once (replays after a crash) only

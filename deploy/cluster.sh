@@ -168,15 +168,16 @@ start() {
   launch nginx "$ng" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -e "$RUN/nginx/error.log"
   wait_port "$NGINX_PORT" nginx 10 || { stop; exit 1; }
 
-  local tok
+  local tok adm
   tok=$("$BIN" token --sub alice --channels chat:lobby,chat:dev 2>/dev/null || true)
+  adm=$("$BIN" token --admin --sub ops 2>/dev/null || true)
   cat <<MSG
 
 Herald cluster is running (logs and pids in $RUN).
   WebSocket   ws://127.0.0.1:$NGINX_PORT/connection/websocket   (nginx, least_conn over :${RELAY_PORTS[0]} :${RELAY_PORTS[1]})
   history     http://127.0.0.1:$NGINX_PORT/v1/channels/{channel}/messages
   nginx       http://127.0.0.1:$NGINX_PORT/nginx_status
-  archive now curl -X POST http://127.0.0.1:$CACHER_PORT/v1/archive/run
+  archive now curl -X POST -H "Authorization: Bearer $adm" http://127.0.0.1:$CACHER_PORT/v1/archive/run   (admin token, 24h)
   metrics     relays :${RELAY_ADMIN_PORTS[0]} :${RELAY_ADMIN_PORTS[1]}, controllers :${CONTROLLER_ADMIN_PORTS[0]} :${CONTROLLER_ADMIN_PORTS[1]}, management :$MANAGEMENT_ADMIN_PORT, cacher :$CACHER_ADMIN_PORT (/metrics)
   token (alice; chat:lobby, chat:dev): ${tok:-see: $BIN token --dev --sub alice --channels chat:lobby}
   status: deploy/cluster.sh status    stop: make cluster-stop

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/httpjson"
 	"github.com/herald-chat/herald/internal/store"
 )
 
@@ -21,14 +22,18 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/channels/{channel}/messages", s.handleMessages)
 	mux.HandleFunc("GET /v1/channels/{channel}", s.handleChannel)
-	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := httpjson.Query(w, r); !ok {
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
 	})
+	routes := httpjson.Routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		mux.ServeHTTP(sw, r)
+		routes.ServeHTTP(sw, r)
 		route := r.Pattern
 		if route == "" {
 			route = "unmatched"
@@ -49,25 +54,14 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// errorBody is every error response.
-type errorBody struct {
-	Error     string `json:"error"`
-	Parameter string `json:"parameter,omitempty"`
-}
+// errorBody is every error response (the shape all Herald HTTP APIs share).
+type errorBody = httpjson.Error
 
 // writeJSON writes v; Cache-Control is no-store unless already set.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	if w.Header().Get("Cache-Control") == "" {
-		w.Header().Set("Cache-Control", "no-store")
-	}
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { httpjson.Write(w, code, v) }
 
-func badParam(w http.ResponseWriter, param, msg string) {
-	writeJSON(w, http.StatusBadRequest, errorBody{Error: msg, Parameter: param})
-}
+// historyParams are the query parameters of GET /v1/channels/{channel}/messages.
+var historyParams = []string{"before", "after", "limit", "order", "cursor"}
 
 // authorize checks the bearer token for history access to channel; on
 // failure it writes 401/403 and returns false.
@@ -123,6 +117,9 @@ func (s *Server) handleChannel(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, name) {
 		return
 	}
+	if _, ok := httpjson.Query(w, r); !ok {
+		return
+	}
 	ch, err := s.st.Channel(r.Context(), name)
 	if err != nil {
 		s.fail(w, r, err)
@@ -161,13 +158,9 @@ func decodeCursor(s string) (query, error) {
 // paramError is a 400 answer naming the offending parameter.
 type paramError struct{ param, msg string }
 
-// parseQuery validates the query string.
-func parseQuery(r *http.Request) (query, *paramError) {
+// parseQuery validates the history parameters.
+func parseQuery(v url.Values) (query, *paramError) {
 	q := query{Limit: DefaultLimit}
-	v, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return q, &paramError{"", "malformed query string"}
-	}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxLimit {
@@ -237,9 +230,13 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	if !s.authorize(w, r, name) {
 		return
 	}
-	q, perr := parseQuery(r)
+	v, ok := httpjson.Query(w, r, historyParams...)
+	if !ok {
+		return
+	}
+	q, perr := parseQuery(v)
 	if perr != nil {
-		badParam(w, perr.param, perr.msg)
+		httpjson.BadParameter(w, perr.param, perr.msg)
 		return
 	}
 	res, err := s.page(r.Context(), name, q, r.Header.Get("If-None-Match"))

@@ -442,6 +442,10 @@ func TestBadParams(t *testing.T) {
 		{"limit=%zz", ""},
 		{"cursor=bm90LWpzb24", "cursor"},
 		{"cursor=" + encodeCursor(query{Asc: true, After: 3}) + "&order=desc", "order"},
+		// Parameters the endpoint does not take are named, not ignored.
+		{"page=2", "page"},
+		{"limit=5&since=3", "since"},
+		{"reverse=true&Limit=5", "Limit"},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			r := e.get(t, messagesPath(room, nil)+"?"+tc.query, token(t, nil))
@@ -721,3 +725,74 @@ func TestRunAndMetrics(t *testing.T) {
 }
 
 var metricValue = testutil.MetricValue
+
+// A path no route has, and a method a route does not have, answer JSON in
+// the shape of every other error (405 with Allow); so do unknown query
+// parameters of the channel and OpenAPI endpoints.
+func TestUnknownRoutesAndParameters(t *testing.T) {
+	e := standard(t, envOpts{})
+	tok := token(t, nil)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		allow, param string
+	}{
+		{"GET", "/v1/nope", 404, "", ""},
+		{"GET", "/", 404, "", ""},
+		{"GET", "/v1/channels/" + url.PathEscape(room) + "/messages/extra", 404, "", ""},
+		{"POST", messagesPath(room, nil), 405, "GET, HEAD", ""},
+		{"DELETE", "/v1/channels/" + url.PathEscape(room), 405, "GET, HEAD", ""},
+		{"PUT", "/v1/openapi.json", 405, "GET, HEAD", ""},
+		{"GET", "/v1/channels/" + url.PathEscape(room) + "?limit=1", 400, "", "limit"},
+		{"GET", "/v1/openapi.json?format=yaml", 400, "", "format"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			resp, body := testutil.Do(t, tc.method, e.http.URL+tc.path, tok, nil)
+			if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Allow") != tc.allow {
+				t.Fatalf("%d %q Allow %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), body)
+			}
+			var eb errorBody
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&eb); err != nil || eb.Error == "" || eb.Parameter != tc.param {
+				t.Fatalf("body %s (%v), want parameter %q", body, err, tc.param)
+			}
+		})
+	}
+}
+
+// The document's server is relative, so it names the origin it is fetched
+// from (directly, or through nginx on another host and port) rather than a
+// fixed address.
+func TestOpenAPIServerIsWhereItIsServed(t *testing.T) {
+	e := standard(t, envOpts{})
+	docURL, err := url.Parse(e.http.URL + "/v1/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.get(t, docURL.Path, "")
+	var d struct {
+		Servers []struct {
+			URL string `json:"url"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(r.body, &d); err != nil || len(d.Servers) != 1 {
+		t.Fatalf("servers: %v %s", err, r.body)
+	}
+	srv, err := url.Parse(d.Servers[0].URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, served := range []string{docURL.String(), "https://chat.example.com:8443/v1/openapi.json"} {
+		base, _ := url.Parse(served)
+		got := base.ResolveReference(srv)
+		if got.Scheme != base.Scheme || got.Host != base.Host || got.Path != "/" {
+			t.Errorf("server %q fetched from %s resolves to %s, want that origin", srv, served, got)
+		}
+	}
+	// And an operation under it answers there.
+	api := strings.TrimSuffix(docURL.ResolveReference(srv).String(), "/") + "/v1/channels/" + url.PathEscape(room)
+	if resp, body := testutil.Do(t, "GET", api, token(t, nil), nil); resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", api, resp.StatusCode, body)
+	}
+}

@@ -344,8 +344,10 @@ func TestOpenAPICheckerCatchesMismatches(t *testing.T) {
 			t.Errorf("invalid page accepted: %s", bad)
 		}
 	}
-	if errs := d.validate(map[string]any{"$ref": "#/components/schemas/Error"}, decode(`{"error":"x","parameter":"page"}`), "body"); len(errs) == 0 {
-		t.Error("unknown parameter name accepted")
+	for _, bad := range []string{`{"parameter":"page"}`, `{"error":"x","parameter":5}`, `{"error":"x","holder":"h"}`} {
+		if errs := d.validate(map[string]any{"$ref": "#/components/schemas/Error"}, decode(bad), "body"); len(errs) == 0 {
+			t.Errorf("invalid error body accepted: %s", bad)
+		}
 	}
 	if errs := d.validate(map[string]any{"oneOf": []any{}}, decode(`1`), "body"); len(errs) == 0 {
 		t.Error("unsupported keyword accepted")
@@ -373,9 +375,11 @@ func TestOpenAPIContract(t *testing.T) {
 		t.Fatal("archived page without ETag")
 	}
 	e.getWith(t, msgs("before=9&limit=4"), tok, http.Header{"If-None-Match": {r.header.Get("ETag")}})
-	for _, q := range []string{"limit=0", "order=up", "cursor=!!", "limit=%zz", "after=5&before=5"} {
+	for _, q := range []string{"limit=0", "order=up", "cursor=!!", "limit=%zz", "after=5&before=5", "page=2"} {
 		e.get(t, msgs(q), tok)
 	}
+	e.get(t, chPath+"?verbose=1", tok)
+	e.get(t, "/v1/openapi.json?v=2", "")
 	e.get(t, msgs(""), "")
 	e.get(t, msgs(""), "garbage")
 	e.get(t, msgs(""), other)

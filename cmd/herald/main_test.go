@@ -83,7 +83,11 @@ func TestServicesRefuseMissingSettings(t *testing.T) {
 	}{
 		{"relay without secret", func() error { return runRelay(ctx, nil, log) }, "HERALD_TOKEN_SECRET"},
 		{"management without secret", func() error { return runManagement(ctx, nil, log) }, "HERALD_TOKEN_SECRET"},
-		{"cacher without S3 credentials", func() error { return runCacher(ctx, []string{"-store-uri", t.TempDir() + "/x.db"}, log) }, "HERALD_S3_ACCESS_KEY"},
+		{"cacher without secret", func() error { return runCacher(ctx, []string{"-store-uri", t.TempDir() + "/x.db"}, log) }, "HERALD_TOKEN_SECRET"},
+		{"cacher without secret names the opt-out", func() error { return runCacher(ctx, nil, log) }, "-cacher-require-admin=false"},
+		{"cacher without S3 credentials", func() error {
+			return runCacher(ctx, []string{"-cacher-require-admin=false", "-store-uri", t.TempDir() + "/x.db"}, log)
+		}, "HERALD_S3_ACCESS_KEY"},
 		{"relay with a bad flag", func() error { return runRelay(ctx, []string{"-no-such-flag"}, log) }, "no-such-flag"},
 		{"controller with bad partitions", func() error { return runController(ctx, []string{"-kafka-partitions", "0"}, log) }, "partitions"},
 	}

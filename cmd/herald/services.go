@@ -204,7 +204,7 @@ func newCacherCmd() *cacherCmd {
 	c.s3.register(c.fs)
 	c.af.register(c.fs, "cacher", "127.0.0.1:9103")
 	c.af.registerPprof(c.fs, "cacher")
-	c.tf.registerAs(c.fs, "HS256 secret that signs admin tokens (needed with -cacher-require-admin)")
+	c.tf.registerAs(c.fs, "HS256 secret that signs admin tokens (required unless -cacher-require-admin=false)")
 	return c
 }
 

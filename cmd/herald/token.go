@@ -28,7 +28,7 @@ func runToken(args []string, out io.Writer) error {
 	fs.StringVar(&caps, "caps", "", `JSON capabilities, e.g. '[{"channels":["news"],"allow":["sub"]}]'`)
 	fs.StringVar(&subChannel, "channel", "", "make a subscription token for this channel instead of a connection token")
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "lifetime; 0 = never expires")
-	fs.BoolVar(&admin, "admin", false, "grant admin (history of any channel; the cacher API with -cacher-require-admin)")
+	fs.BoolVar(&admin, "admin", false, "grant admin (history of any channel; the cacher API)")
 	fs.BoolVar(&dev, "dev", false, "sign with the dev secret of 'herald dev' when HERALD_TOKEN_SECRET is unset")
 	config.String(fs, &secret, "secret", "HERALD_TOKEN_SECRET", "", "HS256 secret")
 	if err := parseFlags(fs, args); err != nil {

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/herald-chat/herald/internal/httpjson"
 )
 
 // Check reports nil when a dependency is ready.
@@ -48,12 +50,27 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.mu.Unlock()
 }
 
-// Handler returns the admin mux (useful in tests and for embedding).
+// Handler returns the admin mux (useful in tests and for embedding). Its
+// errors are JSON in the shape of every Herald API (internal/httpjson):
+// unknown paths 404, other methods 405, query parameters 400 (no endpoint
+// takes any), a failing readiness check 503 {"error":"<check>: <cause>"}.
 func (s *Server) Handler() http.Handler {
+	metrics := promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry})
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{Registry: s.Registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := httpjson.Query(w, r); ok {
+			metrics.ServeHTTP(w, r)
+		}
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := httpjson.Query(w, r); ok {
+			_, _ = w.Write([]byte("ok\n"))
+		}
+	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := httpjson.Query(w, r); !ok {
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		s.mu.Lock()
@@ -64,13 +81,13 @@ func (s *Server) Handler() http.Handler {
 		s.mu.Unlock()
 		for name, c := range checks {
 			if err := c(ctx); err != nil {
-				http.Error(w, name+": "+err.Error(), http.StatusServiceUnavailable)
+				httpjson.WriteError(w, http.StatusServiceUnavailable, name+": "+err.Error())
 				return
 			}
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	return mux
+	return httpjson.Routes(mux)
 }
 
 // Listen binds addr; Serve must follow. Split so callers learn bind errors

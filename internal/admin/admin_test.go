@@ -56,6 +56,29 @@ func TestEndpoints(t *testing.T) {
 	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "dep down") {
 		t.Fatalf("/readyz with a failing check: %d %q", code, body)
 	}
+	// Errors are JSON in the shape every Herald API answers.
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		allow, want  string
+	}{
+		{"GET", "/readyz", 503, "", `{"error":"dep: dep down"}`},
+		{"GET", "/nope", 404, "", `{"error":"no such endpoint: GET /nope"}`},
+		{"POST", "/metrics", 405, "GET, HEAD", `{"error":"method POST not allowed on /metrics (allowed: GET, HEAD)"}`},
+		{"GET", "/metrics?name=x", 400, "", `{"error":"unknown query parameter \"name\" (this endpoint takes none)","parameter":"name"}`},
+		{"GET", "/healthz?verbose", 400, "", `{"error":"unknown query parameter \"verbose\" (this endpoint takes none)","parameter":"verbose"}`},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Allow") != tc.allow || strings.TrimSpace(string(b)) != tc.want {
+			t.Errorf("%s %s: %d %q Allow %q %s, want %d %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), b, tc.code, tc.want)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:

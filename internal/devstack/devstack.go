@@ -45,7 +45,7 @@ const (
 	DevS3SecretKey = "herald-dev-s3-secret"
 )
 
-// Options configure the stack. Zero values take the defaults of DESIGN.md
+// Options configure the stack. Zero values take the defaults of docs/architecture.md
 // (and the HERALD_* environment, through each service's flags).
 type Options struct {
 	DataDir     string // default ./data (HERALD_DATA_DIR)
@@ -256,6 +256,12 @@ func (s *Stack) startServices(ctx context.Context) error {
 	var kcfg cacher.Config
 	fill(kcfg.RegisterFlags)
 	kcfg.Addr = o.CacherAddr
+	// The dev cacher API is open (loopback dev, as the README's curl shows)
+	// unless HERALD_CACHER_REQUIRE_ADMIN asks for admin tokens.
+	kcfg.Verifier = verifier
+	if os.Getenv("HERALD_CACHER_REQUIRE_ADMIN") == "" {
+		kcfg.RequireAdmin = false
+	}
 	if o.ChunkSize > 0 {
 		kcfg.ChunkSize = o.ChunkSize
 	}
