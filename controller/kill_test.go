@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/sqlite"
@@ -132,7 +132,7 @@ func TestKill9(t *testing.T) {
 	const parts = 4
 	bin := buildHerald(t)
 	ctx := context.Background()
-	k, err := kafka.Start(ctx, kafka.Options{Port: 0, DataDir: t.TempDir(), Topic: testTopic, Partitions: parts,
+	k, err := kfake.Start(ctx, kfake.Options{Port: 0, DataDir: t.TempDir(), Topic: testTopic, Partitions: parts,
 		GroupMinSessionTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

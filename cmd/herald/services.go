@@ -16,7 +16,7 @@ import (
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
-	"github.com/herald-chat/herald/internal/kafkaopts"
+	kafka "github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
 	"github.com/herald-chat/herald/management"
@@ -136,7 +136,7 @@ func serve(ctx context.Context, name string, svc service, adm *admin.Server, af 
 type controllerCmd struct {
 	fs    *flag.FlagSet
 	cfg   controller.Config
-	kafka kafkaopts.Config
+	kafka kafka.Config
 	sf    storeFlags
 	af    adminFlag
 }
@@ -154,7 +154,7 @@ func newControllerCmd() *controllerCmd {
 type relayCmd struct {
 	fs    *flag.FlagSet
 	cfg   relay.Config
-	kafka kafkaopts.Config
+	kafka kafka.Config
 	tf    secretFlag
 	af    adminFlag
 }

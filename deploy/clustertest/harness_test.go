@@ -38,7 +38,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/devstack"
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/engines/s3local"
 	"github.com/herald-chat/herald/internal/store/storeopen"
 )
@@ -297,7 +297,7 @@ type cluster struct {
 	dir string
 
 	kafkaMu   sync.Mutex
-	kafka     *kafka.Kafka
+	kafka     *kfake.Kafka
 	kafkaPort int
 
 	controllers []*proc
@@ -444,7 +444,7 @@ func (c *cluster) startKafka() {
 	var err error
 	// The port was just released by the previous run: retry briefly.
 	for attempt := 0; attempt < 50; attempt++ {
-		c.kafka, err = kafka.Start(context.Background(), kafka.Options{
+		c.kafka, err = kfake.Start(context.Background(), kfake.Options{
 			Port: c.kafkaPort, DataDir: filepath.Join(c.dir, "kafka"),
 			Topic: topic, Partitions: partitions,
 			GroupMinSessionTimeout: 500 * time.Millisecond,

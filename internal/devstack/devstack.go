@@ -31,7 +31,7 @@ import (
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/engines/s3local"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
@@ -104,7 +104,7 @@ type Stack struct {
 
 	Store store.Store
 
-	kafka *kafka.Kafka
+	kafka *kfake.Kafka
 	s3    *s3local.Server
 
 	cancel  context.CancelFunc
@@ -189,7 +189,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.kafka, err = kafka.Start(ctx, kafka.Options{
+	s.kafka, err = kfake.Start(ctx, kfake.Options{
 		Port: kport, DataDir: filepath.Join(o.DataDir, "kafka"),
 		Topic: s.Topic, Partitions: s.Partitions,
 		Retention: o.KafkaRetention,
