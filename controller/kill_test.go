@@ -59,7 +59,7 @@ type childController struct {
 func startChild(tb testing.TB, bin string, env []string, id string) *childController {
 	tb.Helper()
 	c := &childController{id: id, addr: freeAddr(tb), admin: freeAddr(tb), log: &testutil.LockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "controller", "-id", id, "-addr", c.addr, "-admin-addr", c.admin)
+	c.cmd = exec.Command(bin, "controller", "-controller-id", id, "-controller-addr", c.addr, "-controller-admin-addr", c.admin)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stderr = c.log
 	if err := c.cmd.Start(); err != nil {

@@ -29,8 +29,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/testutil"
 )
 

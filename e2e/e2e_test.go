@@ -20,8 +20,8 @@ import (
 
 	"github.com/centrifugal/centrifuge-go"
 
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/testutil"
 )

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/herald-chat/herald/internal/devstack"
+	"github.com/herald-chat/herald/devstack"
 )
 
 // Tests of the load tester against a real Herald: every service and embedded
