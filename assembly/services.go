@@ -16,6 +16,7 @@ import (
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/internal/kafka"
+	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/management"
 	"github.com/herald-chat/herald/relay"
 )
@@ -163,11 +164,7 @@ func (c *Management) Validate() error {
 
 func (c *Management) Build(ctx context.Context, log *slog.Logger, deps Deps) (*Service, error) {
 	svc := newService(c.Name(), c.Admin, log)
-	arc, err := openArchive(ctx, c.S3)
-	if err != nil {
-		return nil, err
-	}
-	st, err := c.Store.open(ctx, deps, svc)
+	st, arc, err := openArchived(ctx, c.Store, c.S3, deps, svc)
 	if err != nil {
 		return nil, err
 	}
@@ -219,11 +216,7 @@ func (c *Cacher) Validate() error {
 
 func (c *Cacher) Build(ctx context.Context, log *slog.Logger, deps Deps) (*Service, error) {
 	svc := newService(c.Name(), c.Admin, log)
-	arc, err := openArchive(ctx, c.S3)
-	if err != nil {
-		return nil, err
-	}
-	st, err := c.Store.open(ctx, deps, svc)
+	st, arc, err := openArchived(ctx, c.Store, c.S3, deps, svc)
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +225,16 @@ func (c *Cacher) Build(ctx context.Context, log *slog.Logger, deps Deps) (*Servi
 		return nil, errors.Join(err, svc.Close())
 	}
 	return svc.setServer(srv), nil
+}
+
+// openArchived opens the S3 archive and the store of management and cacher.
+func openArchived(ctx context.Context, sf Store, s3 archive.Config, deps Deps, svc *Service) (store.Store, *archive.Client, error) {
+	arc, err := openArchive(ctx, s3)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := sf.open(ctx, deps, svc)
+	return st, arc, err
 }
 
 var (
