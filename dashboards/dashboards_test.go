@@ -621,34 +621,7 @@ func walkHistory(t *testing.T, first, bearer string) int {
 }
 
 func runArchive(t *testing.T, st *devstack.Stack) {
-	t.Helper()
-	resp, err := http.Post(st.CacherURL+"/v1/archive/run", "application/json", nil)
-	if err != nil {
-		t.Fatalf("archive run: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var run struct {
-		RunID string `json:"run_id"`
-	}
-	if err := json.Unmarshal(body, &run); err != nil || run.RunID == "" {
-		t.Fatalf("archive run: %s: no run_id in %s", resp.Status, body)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		var status map[string]any
-		if code := getJSON(t, st.CacherURL+"/v1/archive/runs/"+run.RunID, "", &status); code != http.StatusOK {
-			t.Fatalf("archive run status: %d", code)
-		}
-		switch status["status"] {
-		case "succeeded":
-			return
-		case "failed":
-			t.Fatalf("archive run failed: %v", status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("archive run did not finish in 30s")
+	testutil.RunArchive(t, st.CacherURL, 30*time.Second)
 }
 
 // slowConsumer connects a raw WebSocket client with a tiny receive buffer,

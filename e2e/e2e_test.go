@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -290,37 +289,7 @@ func TestMessagesTravelEveryHop(t *testing.T) {
 }
 
 func runArchive(t *testing.T, st *devstack.Stack) {
-	t.Helper()
-	resp, err := http.Post(st.CacherURL+"/v1/archive/run", "application/json", nil)
-	if err != nil {
-		t.Fatalf("archive run: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		t.Fatalf("archive run: %s: %s", resp.Status, body)
-	}
-	var run struct {
-		RunID string `json:"run_id"`
-	}
-	if err := json.Unmarshal(body, &run); err != nil || run.RunID == "" {
-		t.Fatalf("archive run: no run_id in %s", body)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		var status map[string]any
-		if code := getJSON(t, st.CacherURL+"/v1/archive/runs/"+run.RunID, "", &status); code != http.StatusOK {
-			t.Fatalf("archive run status: %d", code)
-		}
-		switch status["status"] {
-		case "succeeded":
-			return
-		case "failed":
-			t.Fatalf("archive run failed: %v", status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("archive run did not finish in 60s")
+	testutil.RunArchive(t, st.CacherURL, 60*time.Second)
 }
 
 var getJSON = testutil.GetJSON
