@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -30,6 +29,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/testutil"
 )
@@ -252,28 +252,11 @@ func loadPanelExprs(t *testing.T, dir string) []panelExpr {
 
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	o := devstack.Ephemeral(t.TempDir())
-	o.TokenSecret = "dashboards-secret"
-	o.ChunkSize, o.MinAge = 4, 0
-	o.Interval = time.Hour // only the explicit trigger archives
-	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := devstack.Start(ctx, o)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting the stack: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := st.Wait(); err != nil {
-			t.Errorf("stack stopped with: %v", err)
-		}
+	return devstacktest.Start(t, func(o *devstack.Options) {
+		o.TokenSecret = "dashboards-secret"
+		o.ChunkSize, o.MinAge = 4, 0
+		o.Interval = time.Hour // only the explicit trigger archives
 	})
-	return st
 }
 
 // --- Prometheus -------------------------------------------------------------

@@ -9,10 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"github.com/centrifugal/centrifuge-go"
 
 	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/testutil"
@@ -29,28 +28,11 @@ const chunkSize = 4
 
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	o := devstack.Ephemeral(t.TempDir())
-	o.TokenSecret = "e2e-secret"
-	o.ChunkSize, o.MinAge = chunkSize, 0
-	o.Interval = time.Hour // only the explicit trigger archives
-	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := devstack.Start(ctx, o)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting the stack: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := st.Wait(); err != nil {
-			t.Errorf("stack stopped with: %v", err)
-		}
+	return devstacktest.Start(t, func(o *devstack.Options) {
+		o.TokenSecret = "e2e-secret"
+		o.ChunkSize, o.MinAge = chunkSize, 0
+		o.Interval = time.Hour // only the explicit trigger archives
 	})
-	return st
 }
 
 func token(t testing.TB, secret, user string, channels ...string) string {
