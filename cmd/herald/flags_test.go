@@ -110,7 +110,9 @@ func TestDeprecatedFlagWorksAndWarnsOnce(t *testing.T) {
 		{assembly.NewController(), []string{"-batch-interval", "5ms"}, "-batch-interval",
 			func(c assembly.Command) string { return c.(*assembly.Controller).Config.BatchInterval.String() }, "5ms"},
 		{assembly.NewCacher(), []string{"-cacher-chunk-size", "16"}, "-cacher-chunk-size",
-			func(c assembly.Command) string { return c.(*assembly.Cacher).FlagSet().Lookup("archive-chunk-size").Value.String() }, "16"},
+			func(c assembly.Command) string {
+				return c.(*assembly.Cacher).FlagSet().Lookup("archive-chunk-size").Value.String()
+			}, "16"},
 		{assembly.NewManagement(), []string{"-admin-addr", "127.0.0.1:3"}, "-admin-addr",
 			func(c assembly.Command) string { return c.(*assembly.Management).Admin.Addr }, "127.0.0.1:3"},
 		{assembly.NewRelay(), []string{"-compression"}, "-compression",
