@@ -6,7 +6,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages with concurrency, tested again under the race detector.
-RACE_PKGS := ./relay/... ./controller/... ./cacher/... ./management/... ./internal/store/... ./internal/protocol/... ./internal/devstack/... ./internal/tick/... ./loadtest/...
+RACE_PKGS := ./relay/... ./controller/... ./cacher/... ./management/... ./internal/store/... ./internal/protocol/... ./assembly/... ./devstack/... ./internal/tick/... ./loadtest/...
 
 .PHONY: docs all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps bench clean help cluster cluster-stop cluster-status test-cluster
 

@@ -142,7 +142,7 @@ func New(cfg Config, st store.Store, arc *archive.Client, log *slog.Logger, reg 
 		cfg.ChunkSize = arc.ChunkSize()
 	}
 	if cfg.ChunkSize != arc.ChunkSize() {
-		return nil, fmt.Errorf("cacher: -cacher-chunk-size %d differs from the archive client's chunk size %d (both come from HERALD_ARCHIVE_CHUNK_SIZE)", cfg.ChunkSize, arc.ChunkSize())
+		return nil, fmt.Errorf("cacher: chunk size %d differs from the archive client's chunk size %d (-archive-chunk-size, HERALD_ARCHIVE_CHUNK_SIZE)", cfg.ChunkSize, arc.ChunkSize())
 	}
 	if log == nil {
 		log = slog.Default()

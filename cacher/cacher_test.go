@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,64 +21,17 @@ import (
 
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/engines/ferret"
 	"github.com/herald-chat/herald/internal/engines/s3local/s3test"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/memstore"
-	mongostore "github.com/herald-chat/herald/internal/store/mongo"
-	"github.com/herald-chat/herald/internal/store/sqlite"
 	"github.com/herald-chat/herald/internal/testutil"
+	"github.com/herald-chat/herald/internal/testutil/teststore"
 )
 
 func TestMain(m *testing.M) {
 	code := s3test.Run(m)
-	stopFerret()
+	teststore.Stop()
 	os.Exit(code)
-}
-
-// FerretDB (the MongoDB-wire engine of the mongo store's tests) starts on
-// first use, shared by the tests of this binary; each test gets its own
-// database. HERALD_TEST_MONGO_URI points the tests at a real MongoDB
-// instead.
-var (
-	ferretOnce sync.Once
-	ferretURI  string
-	ferretErr  error
-	ferretStop = func() {}
-	ferretDBs  atomic.Int64
-)
-
-func stopFerret() { ferretStop() }
-
-func openMongo(tb testing.TB) store.Store {
-	tb.Helper()
-	ferretOnce.Do(func() {
-		if uri := os.Getenv("HERALD_TEST_MONGO_URI"); uri != "" {
-			ferretURI = uri
-			return
-		}
-		dir, err := os.MkdirTemp("", "herald-cacher-ferret-")
-		if err != nil {
-			ferretErr = err
-			return
-		}
-		var stop func()
-		ferretURI, stop, ferretErr = ferret.Start(context.Background(), dir)
-		if ferretErr == nil {
-			ferretStop = func() { stop(); os.RemoveAll(dir) }
-		}
-	})
-	if ferretErr != nil {
-		tb.Fatalf("starting FerretDB: %v", ferretErr)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, err := mongostore.Open(ctx, ferretURI, fmt.Sprintf("herald_cacher_%d_%d", os.Getpid(), ferretDBs.Add(1)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	return st
 }
 
 const k = 4
@@ -230,16 +181,9 @@ type storeFactory struct {
 }
 
 var stores = []storeFactory{
-	{"memstore", func(tb testing.TB) store.Store { return memstore.New() }},
-	{"sqlite", func(tb testing.TB) store.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "herald.db"))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { st.Close() })
-		return st
-	}},
-	{"mongo-ferretdb", openMongo},
+	{"memstore", teststore.Memstore},
+	{"sqlite", teststore.SQLite},
+	{"mongo-ferretdb", teststore.Mongo},
 }
 
 func TestRunArchivesOldFullChunks(t *testing.T) {

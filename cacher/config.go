@@ -17,8 +17,9 @@ type Config struct {
 	// (HERALD_CACHER_ADDR).
 	Addr string
 	// ChunkSize K, messages per chunk; must equal the archive client's (the
-	// bucket's). Default 256 (HERALD_ARCHIVE_CHUNK_SIZE). 0 takes the
-	// archive client's.
+	// bucket's). 0 (RegisterFlags leaves it so) takes the archive client's,
+	// whose -archive-chunk-size (HERALD_ARCHIVE_CHUNK_SIZE) is the one flag
+	// of the setting.
 	ChunkSize int
 	// MinAge: a chunk is archived once its newest message is older than
 	// this. Default 24h (HERALD_ARCHIVE_MIN_AGE).
@@ -55,15 +56,17 @@ type Config struct {
 const LeaseName = "cacher.archive-run"
 
 // RegisterFlags binds the config to flags (flag > HERALD_* env > default):
-// -cacher-addr, -cacher-chunk-size, -cacher-min-age, -cacher-interval,
-// -cacher-lease-ttl, -cacher-instance, -cacher-require-admin (default true).
+// -cacher-addr, -archive-min-age, -archive-interval, -cacher-lease-ttl,
+// -cacher-instance, -cacher-require-admin (default true). The chunk size is the archive's
+// (-archive-chunk-size, archive.Config).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.Addr, "cacher-addr", "HERALD_CACHER_ADDR", "127.0.0.1:8081", "cacher HTTP API address")
-	config.Int(fs, &c.ChunkSize, "cacher-chunk-size", "HERALD_ARCHIVE_CHUNK_SIZE", 256, "messages per archive chunk (must match the bucket)")
-	config.Duration(fs, &c.MinAge, "cacher-min-age", "HERALD_ARCHIVE_MIN_AGE", 24*time.Hour, "archive chunks whose newest message is older than this")
-	config.Duration(fs, &c.Interval, "cacher-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
+	config.Duration(fs, &c.MinAge, "archive-min-age", "HERALD_ARCHIVE_MIN_AGE", 24*time.Hour, "archive chunks whose newest message is older than this")
+	config.Duration(fs, &c.Interval, "archive-interval", "HERALD_ARCHIVE_INTERVAL", 5*time.Minute, "interval between archive runs")
 	config.Duration(fs, &c.LeaseTTL, "cacher-lease-ttl", "HERALD_CACHER_LEASE_TTL", time.Minute, "lifetime of the store lease that allows one archive run at a time across instances (renewed every third of it)")
 	config.String(fs, &c.Instance, "cacher-instance", "HERALD_CACHER_INSTANCE", "", "this instance's id as lease owner (default <hostname>/<addr>/<random>)")
+	config.Deprecated(fs, "cacher-min-age", "archive-min-age")
+	config.Deprecated(fs, "cacher-interval", "archive-interval")
 	config.Bool(fs, &c.RequireAdmin, "cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN", true, "answer API requests only with an admin token (herald token --admin) signed with HERALD_TOKEN_SECRET; false serves the API to anyone who reaches it (herald dev: open on loopback unless set)")
 }
 
@@ -73,13 +76,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("-cacher-addr (HERALD_CACHER_ADDR) %q: %v", c.Addr, err)
 	}
 	if c.ChunkSize < 0 {
-		return fmt.Errorf("-cacher-chunk-size (HERALD_ARCHIVE_CHUNK_SIZE) %d: must be positive", c.ChunkSize)
+		return fmt.Errorf("-archive-chunk-size (HERALD_ARCHIVE_CHUNK_SIZE) %d: must be positive", c.ChunkSize)
 	}
 	if c.MinAge < 0 {
-		return fmt.Errorf("-cacher-min-age (HERALD_ARCHIVE_MIN_AGE) %s: must not be negative", c.MinAge)
+		return fmt.Errorf("-archive-min-age (HERALD_ARCHIVE_MIN_AGE) %s: must not be negative", c.MinAge)
 	}
 	if c.Interval <= 0 {
-		return fmt.Errorf("-cacher-interval (HERALD_ARCHIVE_INTERVAL) %s: must be positive", c.Interval)
+		return fmt.Errorf("-archive-interval (HERALD_ARCHIVE_INTERVAL) %s: must be positive", c.Interval)
 	}
 	if c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond) {
 		return fmt.Errorf("-cacher-lease-ttl (HERALD_CACHER_LEASE_TTL) %s: must be at least 30ms", c.LeaseTTL)

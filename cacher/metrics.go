@@ -1,9 +1,9 @@
 package cacher
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-chat/herald/internal/metric"
 )
 
 type metrics struct {
@@ -19,40 +19,20 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	f := metric.New(reg, "cacher")
 	m := &metrics{
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_cacher_runs_total", Help: "Archive runs by result (succeeded, failed).",
-		}, []string{"result"}),
-		chunks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_chunks_archived_total", Help: "Chunks archived and verified (including valid chunks found already in S3).",
-		}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_bytes_archived_total", Help: "Bytes written to S3 as chunks.",
-		}),
-		purged: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_messages_purged_total", Help: "Messages deleted from the store after archiving.",
-		}),
-		verifyFail: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_verification_failures_total", Help: "Chunks that failed verification after writing (nothing purged).",
-		}),
-		skipped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_cacher_chunks_skipped_total", Help: "Full chunks skipped because the store did not hold exactly K dense seqs.",
-		}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "herald_cacher_last_success_timestamp_seconds", Help: "Unix time of the end of the last successful run.",
-		}),
-		runDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "herald_cacher_run_duration_seconds", Help: "Duration of archive runs.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
-		}),
-		runningGauge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "herald_cacher_running", Help: "1 while an archive run is in progress.",
-		}),
+		runs:         f.CounterVec("runs_total", "Archive runs by result (succeeded, failed).", "result"),
+		chunks:       f.Counter("chunks_archived_total", "Chunks archived and verified (including valid chunks found already in S3)."),
+		bytes:        f.Counter("bytes_archived_total", "Bytes written to S3 as chunks."),
+		purged:       f.Counter("messages_purged_total", "Messages deleted from the store after archiving."),
+		verifyFail:   f.Counter("verification_failures_total", "Chunks that failed verification after writing (nothing purged)."),
+		skipped:      f.Counter("chunks_skipped_total", "Full chunks skipped because the store did not hold exactly K dense seqs."),
+		lastSuccess:  f.Gauge("last_success_timestamp_seconds", "Unix time of the end of the last successful run."),
+		runDuration:  f.Histogram("run_duration_seconds", "Duration of archive runs.", prometheus.ExponentialBuckets(0.01, 4, 10)),
+		runningGauge: f.Gauge("running", "1 while an archive run is in progress."),
 	}
-	for _, c := range []prometheus.Collector{m.runs, m.chunks, m.bytes, m.purged, m.verifyFail, m.skipped, m.lastSuccess, m.runDuration, m.runningGauge} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("registering cacher metrics: %w", err)
-		}
+	if err := f.Err(); err != nil {
+		return nil, err
 	}
 	m.runs.WithLabelValues(StatusSucceeded)
 	m.runs.WithLabelValues(StatusFailed)

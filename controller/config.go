@@ -88,7 +88,7 @@ func (v *int32Value) Set(s string) error {
 // RegisterFlags registers the controller's flags on fs, with defaults from
 // HERALD_* environment variables.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	config.String(fs, &c.Addr, "addr", "HERALD_CONTROLLER_ADDR", "127.0.0.1:8090", "gRPC listen address of the Router service")
+	config.String(fs, &c.Addr, "controller-addr", "HERALD_CONTROLLER_ADDR", "127.0.0.1:8090", "gRPC listen address of the Router service")
 
 	brokersKey := "HERALD_KAFKA_BROKERS"
 	c.Brokers = config.List(config.Env(brokersKey, "127.0.0.1:9092"))
@@ -110,16 +110,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	}
 	fs.Var((*int32Value)(&c.Partitions), "kafka-partitions", "partition count used to create the topic when missing (env "+partsKey+")")
 
-	config.String(fs, &c.Group, "group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
-	config.String(fs, &c.ID, "id", "HERALD_CONTROLLER_ID", "", "controller id announced to relays (default hostname-pid)")
-	config.Int(fs, &c.RingSize, "ring-size", "HERALD_CONTROLLER_RING_SIZE", 128, "recent publications kept per channel for Recover")
-	config.Duration(fs, &c.RingIdle, "ring-idle", "HERALD_CONTROLLER_RING_IDLE", 10*time.Minute, "drop the ring of a channel idle this long (Recover then reads the store; 0: never)")
-	config.Int(fs, &c.BatchMessages, "batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", 1000, "messages per store batch")
-	config.Duration(fs, &c.BatchInterval, "batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
-	config.Int(fs, &c.MaxBacklog, "max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", 50000, "unpersisted messages per partition before fetching pauses")
-	config.Int(fs, &c.StreamQueue, "stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", 1024, "outbound batches queued per relay stream")
-	config.Duration(fs, &c.SessionTimeout, "session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", 45*time.Second, "consumer group session timeout (failover time after a crash)")
-	config.Duration(fs, &c.ShutdownTimeout, "shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", 10*time.Second, "bound of each shutdown step")
+	config.String(fs, &c.Group, "controller-group", "HERALD_CONTROLLER_GROUP", "herald-controller", "Kafka consumer group of the controllers")
+	config.String(fs, &c.ID, "controller-id", "HERALD_CONTROLLER_ID", "", "controller id announced to relays (default hostname-pid)")
+	config.Int(fs, &c.RingSize, "controller-ring-size", "HERALD_CONTROLLER_RING_SIZE", 128, "recent publications kept per channel for Recover")
+	config.Duration(fs, &c.RingIdle, "controller-ring-idle", "HERALD_CONTROLLER_RING_IDLE", 10*time.Minute, "drop the ring of a channel idle this long (Recover then reads the store; 0: never)")
+	config.Int(fs, &c.BatchMessages, "controller-batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", 1000, "messages per store batch")
+	config.Duration(fs, &c.BatchInterval, "controller-batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", 20*time.Millisecond, "max age of a pending store batch")
+	config.Int(fs, &c.MaxBacklog, "controller-max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", 50000, "unpersisted messages per partition before fetching pauses")
+	config.Int(fs, &c.StreamQueue, "controller-stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", 1024, "outbound batches queued per relay stream")
+	config.Duration(fs, &c.SessionTimeout, "controller-session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", 45*time.Second, "consumer group session timeout (failover time after a crash)")
+	config.Duration(fs, &c.ShutdownTimeout, "controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", 10*time.Second, "bound of each shutdown step")
+	for _, old := range []string{"addr", "group", "id", "ring-size", "ring-idle", "batch-messages", "batch-interval",
+		"max-backlog", "stream-queue", "session-timeout", "shutdown-timeout"} {
+		config.Deprecated(fs, old, "controller-"+old)
+	}
 }
 
 func defaultID() string {
@@ -143,7 +147,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("-%s (%s): %s", flagName, env, fmt.Sprintf(format, args...)))
 	}
 	if c.Addr == "" {
-		bad("addr", "HERALD_CONTROLLER_ADDR", "must not be empty")
+		bad("controller-addr", "HERALD_CONTROLLER_ADDR", "must not be empty")
 	}
 	if len(c.Brokers) == 0 {
 		bad("kafka-brokers", "HERALD_KAFKA_BROKERS", "at least one broker is required")
@@ -155,31 +159,31 @@ func (c *Config) Validate() error {
 		bad("kafka-partitions", "HERALD_KAFKA_PARTITIONS", "must be > 0, got %d", c.Partitions)
 	}
 	if c.Group == "" {
-		bad("group", "HERALD_CONTROLLER_GROUP", "must not be empty")
+		bad("controller-group", "HERALD_CONTROLLER_GROUP", "must not be empty")
 	}
 	if c.RingSize < 0 {
-		bad("ring-size", "HERALD_CONTROLLER_RING_SIZE", "must be >= 0, got %d", c.RingSize)
+		bad("controller-ring-size", "HERALD_CONTROLLER_RING_SIZE", "must be >= 0, got %d", c.RingSize)
 	}
 	if c.RingIdle < 0 {
-		bad("ring-idle", "HERALD_CONTROLLER_RING_IDLE", "must be >= 0 (0: never), got %s", c.RingIdle)
+		bad("controller-ring-idle", "HERALD_CONTROLLER_RING_IDLE", "must be >= 0 (0: never), got %s", c.RingIdle)
 	}
 	if c.BatchMessages <= 0 {
-		bad("batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", "must be > 0, got %d", c.BatchMessages)
+		bad("controller-batch-messages", "HERALD_CONTROLLER_BATCH_MESSAGES", "must be > 0, got %d", c.BatchMessages)
 	}
 	if c.BatchInterval <= 0 {
-		bad("batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", "must be > 0, got %s", c.BatchInterval)
+		bad("controller-batch-interval", "HERALD_CONTROLLER_BATCH_INTERVAL", "must be > 0, got %s", c.BatchInterval)
 	}
 	if c.MaxBacklog <= 0 {
-		bad("max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", "must be > 0, got %d", c.MaxBacklog)
+		bad("controller-max-backlog", "HERALD_CONTROLLER_MAX_BACKLOG", "must be > 0, got %d", c.MaxBacklog)
 	}
 	if c.StreamQueue <= 0 {
-		bad("stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", "must be > 0, got %d", c.StreamQueue)
+		bad("controller-stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", "must be > 0, got %d", c.StreamQueue)
 	}
 	if c.SessionTimeout < 0 {
-		bad("session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", "must be >= 0 (0: the Kafka client's default), got %s", c.SessionTimeout)
+		bad("controller-session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", "must be >= 0 (0: the Kafka client's default), got %s", c.SessionTimeout)
 	}
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)
+		bad("controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)
 	}
 	return errors.Join(errs...)
 }

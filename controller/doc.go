@@ -13,10 +13,11 @@
 // its checkpoint and the channel heads as of that checkpoint
 // (store.LoadPartition) and resumes fetching exactly there. Seqs are then a
 // pure function of the log: seq = head+1 in offset order, and a channel's
-// epoch is kept from its head or, for a new channel, derived from its first
-// record (sha256 of channel and message id). A replay after a crash therefore
-// yields the same seqs and epochs, and the store's idempotent writes absorb
-// the duplicates.
+// epoch is kept from its head or, for a new channel, derived from the message
+// log's identity and the channel (epochFor: sha256 of the topic ID and the
+// channel), so it is known before the channel's first message. A replay
+// after a crash therefore yields the same seqs and epochs, and the store's
+// idempotent writes absorb the duplicates.
 //
 // # Goroutines and their owners
 //

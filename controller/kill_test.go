@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/sqlite"
@@ -59,7 +59,7 @@ type childController struct {
 func startChild(tb testing.TB, bin string, env []string, id string) *childController {
 	tb.Helper()
 	c := &childController{id: id, addr: freeAddr(tb), admin: freeAddr(tb), log: &testutil.LockedBuffer{}, exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, "controller", "-id", id, "-addr", c.addr, "-admin-addr", c.admin)
+	c.cmd = exec.Command(bin, "controller", "-controller-id", id, "-controller-addr", c.addr, "-controller-admin-addr", c.admin)
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stderr = c.log
 	if err := c.cmd.Start(); err != nil {
@@ -132,7 +132,7 @@ func TestKill9(t *testing.T) {
 	const parts = 4
 	bin := buildHerald(t)
 	ctx := context.Background()
-	k, err := kafka.Start(ctx, kafka.Options{Port: 0, DataDir: t.TempDir(), Topic: testTopic, Partitions: parts,
+	k, err := kfake.Start(ctx, kfake.Options{Port: 0, DataDir: t.TempDir(), Topic: testTopic, Partitions: parts,
 		GroupMinSessionTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

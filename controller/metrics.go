@@ -1,10 +1,9 @@
 package controller
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-chat/herald/internal/metric"
 )
 
 // metrics of one controller. No label is unbounded: partition is bounded by
@@ -31,64 +30,29 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "herald", "controller"
+	f := metric.New(reg, "controller")
 	m := &metrics{
-		ownedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "owned_partitions", Help: "Partitions of the messages topic this controller owns."}),
-		recordsConsumed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "records_consumed_total", Help: "Kafka records consumed (including bad ones)."}),
-		ringsEvicted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "rings_evicted_total", Help: "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."}),
-		badRecords: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "bad_records_total", Help: "Records skipped: undecodable value, empty channel or channel of another partition."}),
-		consumeToStream: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
-			Name: "consume_to_stream_seconds", Help: "Time from the record's Kafka timestamp to its enqueueing on relay streams.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "deliveries_total", Help: "Publications enqueued to relay streams (one per publication per relay)."}),
-		relayStreams: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "relay_streams", Help: "Open relay streams."}),
-		slowRelays: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "slow_relay_disconnects_total", Help: "Relay streams closed because their outbound queue was full."}),
-		interestChannels: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "interest_channels", Help: "Distinct channels at least one relay asked for."}),
-		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
-			Name: "batch_size", Help: "Messages per store batch.",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 15)}),
-		batchWriteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
-			Name: "batch_write_seconds", Help: "Duration of successful store batch writes.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "store_errors_total", Help: "Failed store calls (batch writes are retried)."}),
-		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "unpersisted_backlog", Help: "Consumed messages not yet persisted, all owned partitions."}),
-		maxBacklog: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "max_backlog", Help: "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."}),
-		pausedPartitions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "paused_partitions", Help: "Owned partitions whose fetching is paused by store backpressure."}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
-			Name: "consumer_lag", Help: "Records between the high watermark and the next offset to consume, per owned partition."},
-			[]string{"partition"}),
-		recoverRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "recover_requests_total", Help: "Recover calls by result (recovered, not_recovered, position, not_owner, error)."},
-			[]string{"result"}),
-		positions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "positions_total", Help: "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner)."},
-			[]string{"result"}),
+		ownedPartitions:   f.Gauge("owned_partitions", "Partitions of the messages topic this controller owns."),
+		recordsConsumed:   f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
+		ringsEvicted:      f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
+		badRecords:        f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
+		consumeToStream:   f.Histogram("consume_to_stream_seconds", "Time from the record's Kafka timestamp to its enqueueing on relay streams.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		deliveries:        f.Counter("deliveries_total", "Publications enqueued to relay streams (one per publication per relay)."),
+		relayStreams:      f.Gauge("relay_streams", "Open relay streams."),
+		slowRelays:        f.Counter("slow_relay_disconnects_total", "Relay streams closed because their outbound queue was full."),
+		interestChannels:  f.Gauge("interest_channels", "Distinct channels at least one relay asked for."),
+		batchSize:         f.Histogram("batch_size", "Messages per store batch.", prometheus.ExponentialBuckets(1, 2, 15)),
+		batchWriteSeconds: f.Histogram("batch_write_seconds", "Duration of successful store batch writes.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		storeErrors:       f.Counter("store_errors_total", "Failed store calls (batch writes are retried)."),
+		backlog:           f.Gauge("unpersisted_backlog", "Consumed messages not yet persisted, all owned partitions."),
+		maxBacklog:        f.Gauge("max_backlog", "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."),
+		pausedPartitions:  f.Gauge("paused_partitions", "Owned partitions whose fetching is paused by store backpressure."),
+		lag:               f.GaugeVec("consumer_lag", "Records between the high watermark and the next offset to consume, per owned partition.", "partition"),
+		recoverRequests:   f.CounterVec("recover_requests_total", "Recover calls by result (recovered, not_recovered, position, not_owner, error).", "result"),
+		positions:         f.CounterVec("positions_total", "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner).", "result"),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var errs []error
-	for _, c := range []prometheus.Collector{m.ownedPartitions, m.recordsConsumed, m.ringsEvicted, m.badRecords, m.consumeToStream,
-		m.deliveries, m.relayStreams, m.slowRelays, m.interestChannels, m.batchSize, m.batchWriteSeconds,
-		m.storeErrors, m.backlog, m.maxBacklog, m.pausedPartitions, m.lag, m.recoverRequests, m.positions} {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("registering controller metrics: %w", err)
+	if err := f.Err(); err != nil {
+		return nil, err
 	}
 	for _, r := range []string{"recovered", "not_recovered", "position", "not_owner", "error"} {
 		m.recoverRequests.WithLabelValues(r)

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-chat/herald/internal/kafkatopic"
+	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/store"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,7 +122,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("controller: Run called twice")
 	}
-	info, err := kafkatopic.Ensure(ctx, s.cfg.Brokers, s.cfg.Topic, s.cfg.Partitions, s.extra...)
+	info, err := kafka.EnsureTopic(ctx, s.cfg.Brokers, s.cfg.Topic, s.cfg.Partitions, s.extra...)
 	if err != nil {
 		s.ln.Close()
 		return err
@@ -275,6 +275,6 @@ func (s *Server) resumeFetch(p int32) {
 // exist. An existing topic with another partition count is an error: the
 // count is fixed at creation (channels map to partitions by it).
 func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
-	_, err := kafkatopic.Ensure(ctx, brokers, topic, partitions)
+	_, err := kafka.EnsureTopic(ctx, brokers, topic, partitions)
 	return err
 }

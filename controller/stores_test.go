@@ -6,63 +6,22 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/herald-chat/herald/internal/engines/ferret"
 	"github.com/herald-chat/herald/internal/store"
-	"github.com/herald-chat/herald/internal/store/memstore"
-	"github.com/herald-chat/herald/internal/store/mongo"
-	"github.com/herald-chat/herald/internal/store/sqlite"
 	"github.com/herald-chat/herald/internal/store/storetest"
+	"github.com/herald-chat/herald/internal/testutil/teststore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	stopFerret()
+	teststore.Stop()
 	os.Exit(code)
-}
-
-// FerretDB (the MongoDB-wire engine of the mongo store's tests) is started
-// once per test binary, on first use; every test gets its own database.
-var (
-	ferretOnce sync.Once
-	ferretURI  string
-	ferretErr  error
-	ferretDir  string
-	ferretStop = func() {}
-	ferretDBs  atomic.Int64
-)
-
-func stopFerret() {
-	ferretStop()
-	if ferretDir != "" {
-		os.RemoveAll(ferretDir)
-	}
-}
-
-func mongoURI(tb testing.TB) string {
-	tb.Helper()
-	// HERALD_TEST_MONGO_URI runs the mongo variants against a real MongoDB.
-	if uri := os.Getenv("HERALD_TEST_MONGO_URI"); uri != "" {
-		return uri
-	}
-	ferretOnce.Do(func() {
-		ferretDir, ferretErr = os.MkdirTemp("", "herald-controller-ferret-")
-		if ferretErr != nil {
-			return
-		}
-		ferretURI, ferretStop, ferretErr = ferret.Start(context.Background(), ferretDir)
-	})
-	if ferretErr != nil {
-		tb.Fatalf("starting FerretDB: %v", ferretErr)
-	}
-	return ferretURI
 }
 
 // testStore is a store implementation the guarantee tests run against.
@@ -79,28 +38,9 @@ type crashableStore interface {
 }
 
 var allStores = []testStore{
-	{"memstore", func(testing.TB) store.Store { return memstore.New() }},
-	{"sqlite", func(tb testing.TB) store.Store {
-		tb.Helper()
-		s, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "herald.db"))
-		if err != nil {
-			tb.Fatalf("sqlite.Open: %v", err)
-		}
-		tb.Cleanup(func() { s.Close() })
-		return s
-	}},
-	{"mongo-ferret", func(tb testing.TB) store.Store {
-		tb.Helper()
-		uri := mongoURI(tb)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		s, err := mongo.Open(ctx, uri, fmt.Sprintf("herald_controller_%d_%d", os.Getpid(), ferretDBs.Add(1)))
-		if err != nil {
-			tb.Fatalf("mongo.Open: %v", err)
-		}
-		tb.Cleanup(func() { s.Close() })
-		return s
-	}},
+	{"memstore", teststore.Memstore},
+	{"sqlite", teststore.SQLite},
+	{"mongo-ferret", teststore.Mongo},
 }
 
 // forEachStore runs f as a parallel subtest per store implementation.

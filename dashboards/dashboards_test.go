@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -29,8 +28,9 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/testutil"
 )
 
@@ -252,28 +252,11 @@ func loadPanelExprs(t *testing.T, dir string) []panelExpr {
 
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	o := devstack.Ephemeral(t.TempDir())
-	o.TokenSecret = "dashboards-secret"
-	o.ChunkSize, o.MinAge = 4, 0
-	o.Interval = time.Hour // only the explicit trigger archives
-	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := devstack.Start(ctx, o)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting the stack: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := st.Wait(); err != nil {
-			t.Errorf("stack stopped with: %v", err)
-		}
+	return devstacktest.Start(t, func(o *devstack.Options) {
+		o.TokenSecret = "dashboards-secret"
+		o.ChunkSize, o.MinAge = 4, 0
+		o.Interval = time.Hour // only the explicit trigger archives
 	})
-	return st
 }
 
 // --- Prometheus -------------------------------------------------------------
@@ -621,34 +604,7 @@ func walkHistory(t *testing.T, first, bearer string) int {
 }
 
 func runArchive(t *testing.T, st *devstack.Stack) {
-	t.Helper()
-	resp, err := http.Post(st.CacherURL+"/v1/archive/run", "application/json", nil)
-	if err != nil {
-		t.Fatalf("archive run: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var run struct {
-		RunID string `json:"run_id"`
-	}
-	if err := json.Unmarshal(body, &run); err != nil || run.RunID == "" {
-		t.Fatalf("archive run: %s: no run_id in %s", resp.Status, body)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		var status map[string]any
-		if code := getJSON(t, st.CacherURL+"/v1/archive/runs/"+run.RunID, "", &status); code != http.StatusOK {
-			t.Fatalf("archive run status: %d", code)
-		}
-		switch status["status"] {
-		case "succeeded":
-			return
-		case "failed":
-			t.Fatalf("archive run failed: %v", status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("archive run did not finish in 30s")
+	testutil.RunArchive(t, st.CacherURL, 30*time.Second)
 }
 
 // slowConsumer connects a raw WebSocket client with a tiny receive buffer,

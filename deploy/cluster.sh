@@ -135,13 +135,13 @@ start() {
     log "controller-$((i + 1)) gRPC :${CONTROLLER_PORTS[$i]} admin :${CONTROLLER_ADMIN_PORTS[$i]}"
     launch "controller-$((i + 1))" "${common[@]}" HERALD_CONTROLLER_ID="controller-$((i + 1))" \
       HERALD_CONTROLLER_SESSION_TIMEOUT=$CONTROLLER_SESSION_TIMEOUT \
-      "$BIN" controller -addr "127.0.0.1:${CONTROLLER_PORTS[$i]}" -admin-addr "127.0.0.1:${CONTROLLER_ADMIN_PORTS[$i]}"
+      "$BIN" controller -controller-addr "127.0.0.1:${CONTROLLER_PORTS[$i]}" -controller-admin-addr "127.0.0.1:${CONTROLLER_ADMIN_PORTS[$i]}"
   done
   log "management :$MANAGEMENT_PORT admin :$MANAGEMENT_ADMIN_PORT; cacher :$CACHER_PORT admin :$CACHER_ADMIN_PORT"
   launch management "${common[@]}" "$BIN" management \
-    -management-addr "127.0.0.1:$MANAGEMENT_PORT" -admin-addr "127.0.0.1:$MANAGEMENT_ADMIN_PORT"
+    -management-addr "127.0.0.1:$MANAGEMENT_PORT" -management-admin-addr "127.0.0.1:$MANAGEMENT_ADMIN_PORT"
   launch cacher "${common[@]}" "$BIN" cacher \
-    -cacher-addr "127.0.0.1:$CACHER_PORT" -admin-addr "127.0.0.1:$CACHER_ADMIN_PORT"
+    -cacher-addr "127.0.0.1:$CACHER_PORT" -cacher-admin-addr "127.0.0.1:$CACHER_ADMIN_PORT"
   for i in 0 1; do
     wait_ready "controller-$((i + 1))" "${CONTROLLER_ADMIN_PORTS[$i]}" 60 || { stop; exit 1; }
   done
@@ -151,7 +151,7 @@ start() {
     log "relay-$((i + 1)) WebSocket :${RELAY_PORTS[$i]} admin :${RELAY_ADMIN_PORTS[$i]}"
     launch "relay-$((i + 1))" "${common[@]}" HERALD_CONTROLLERS="$controllers" HERALD_RELAY_ID="relay-$((i + 1))" \
       HERALD_MANAGEMENT_URL="http://127.0.0.1:$MANAGEMENT_PORT" \
-      "$BIN" relay -addr "127.0.0.1:${RELAY_PORTS[$i]}" -admin-addr "127.0.0.1:${RELAY_ADMIN_PORTS[$i]}"
+      "$BIN" relay -relay-addr "127.0.0.1:${RELAY_PORTS[$i]}" -relay-admin-addr "127.0.0.1:${RELAY_ADMIN_PORTS[$i]}"
   done
   wait_ready management "$MANAGEMENT_ADMIN_PORT" 30 && wait_ready cacher "$CACHER_ADMIN_PORT" 30 &&
     wait_ready relay-1 "${RELAY_ADMIN_PORTS[0]}" 30 && wait_ready relay-2 "${RELAY_ADMIN_PORTS[1]}" 30 ||

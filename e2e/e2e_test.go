@@ -9,19 +9,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/centrifugal/centrifuge-go"
 
+	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/testutil"
 )
@@ -30,28 +28,11 @@ const chunkSize = 4
 
 func startStack(t *testing.T) *devstack.Stack {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	o := devstack.Ephemeral(t.TempDir())
-	o.TokenSecret = "e2e-secret"
-	o.ChunkSize, o.MinAge = chunkSize, 0
-	o.Interval = time.Hour // only the explicit trigger archives
-	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := devstack.Start(ctx, o)
-	if err != nil {
-		cancel()
-		t.Fatalf("starting the stack: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := st.Wait(); err != nil {
-			t.Errorf("stack stopped with: %v", err)
-		}
+	return devstacktest.Start(t, func(o *devstack.Options) {
+		o.TokenSecret = "e2e-secret"
+		o.ChunkSize, o.MinAge = chunkSize, 0
+		o.Interval = time.Hour // only the explicit trigger archives
 	})
-	return st
 }
 
 func token(t testing.TB, secret, user string, channels ...string) string {
@@ -290,37 +271,7 @@ func TestMessagesTravelEveryHop(t *testing.T) {
 }
 
 func runArchive(t *testing.T, st *devstack.Stack) {
-	t.Helper()
-	resp, err := http.Post(st.CacherURL+"/v1/archive/run", "application/json", nil)
-	if err != nil {
-		t.Fatalf("archive run: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
-		t.Fatalf("archive run: %s: %s", resp.Status, body)
-	}
-	var run struct {
-		RunID string `json:"run_id"`
-	}
-	if err := json.Unmarshal(body, &run); err != nil || run.RunID == "" {
-		t.Fatalf("archive run: no run_id in %s", body)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		var status map[string]any
-		if code := getJSON(t, st.CacherURL+"/v1/archive/runs/"+run.RunID, "", &status); code != http.StatusOK {
-			t.Fatalf("archive run status: %d", code)
-		}
-		switch status["status"] {
-		case "succeeded":
-			return
-		case "failed":
-			t.Fatalf("archive run failed: %v", status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("archive run did not finish in 60s")
+	testutil.RunArchive(t, st.CacherURL, 60*time.Second)
 }
 
 var getJSON = testutil.GetJSON

@@ -12,8 +12,8 @@ import (
 	"github.com/centrifugal/centrifuge-go"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 )
 
 // cutProxy forwards TCP connections to target. cut drops every open one

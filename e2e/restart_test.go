@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/herald-chat/herald/internal/devstack"
+	"github.com/herald-chat/herald/devstack"
 )
 
 // TestSecondRunKeepsHistory stops the whole stack and starts it again on the

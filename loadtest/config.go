@@ -107,7 +107,7 @@ func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.ConnsPerProcess, "conns-per-process", 19000, "connections one process holds (open-file limit minus headroom)")
 	fs.IntVar(&c.Workers, "workers", 0, "worker processes (0 = as many as --conns needs; 1 = in-process)")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "sample RSS and CPU of this server process from /proc")
-	fs.StringVar(&c.ServerPprof, "server-pprof", "", "the server's net/http/pprof base URL (e.g. http://127.0.0.1:6060, the relay's -pprof-addr): live heap per connection, from GCs forced before connecting and at the end of the window")
+	fs.StringVar(&c.ServerPprof, "server-pprof", "", "the server's net/http/pprof base URL (e.g. http://127.0.0.1:6060, the relay's -relay-pprof-addr): live heap per connection, from GCs forced before connecting and at the end of the window")
 	fs.StringVar(&c.Out, "out", "", "write JSON results to this file")
 	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML report to this file")
 	fs.BoolVar(&c.Progress, "progress", true, "print a live progress line on stderr every second")

@@ -1,10 +1,8 @@
 package loadtest
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/pprof"
@@ -12,7 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/herald-chat/herald/internal/devstack"
+	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 )
 
 // Tests of the load tester against a real Herald: every service and embedded
@@ -29,30 +28,13 @@ func startHerald(t *testing.T) *devstack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelInfo
-	}
-	o := devstack.Ephemeral(t.TempDir())
-	o.TokenSecret = "x"
-	o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := devstack.Start(ctx, o)
-	if err != nil {
-		cancel()
-		_ = os.Chdir(wd)
-		t.Fatalf("starting Herald: %v", err)
-	}
+	// Registered first, so it runs after the stack stopped.
 	t.Cleanup(func() {
-		cancel()
-		if err := st.Wait(); err != nil {
-			t.Errorf("Herald stopped with: %v", err)
-		}
 		if err := os.Chdir(wd); err != nil {
 			t.Errorf("restoring the working directory: %v", err)
 		}
 	})
-	return st
+	return devstacktest.Start(t, func(o *devstack.Options) { o.TokenSecret = "x" })
 }
 
 // runAgainst runs the load tester with args against st.

@@ -207,23 +207,10 @@ func parseQuery(v url.Values) (query, *paramError) {
 	return q, nil
 }
 
-// messageJSON is one message of a history page.
-type messageJSON struct {
-	ID          string          `json:"id"`
-	Channel     string          `json:"channel"`
-	Seq         uint64          `json:"seq"`
-	Sender      string          `json:"sender"`
-	Info        json.RawMessage `json:"info,omitempty"`
-	Data        json.RawMessage `json:"data"`
-	PublishedAt string          `json:"published_at"`
-}
-
 type pageJSON struct {
-	Messages   []messageJSON `json:"messages"`
-	NextCursor string        `json:"next_cursor,omitempty"`
+	Messages   []store.MessageJSON `json:"messages"` // without client_msg_id
+	NextCursor string              `json:"next_cursor,omitempty"`
 }
-
-const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("channel")
@@ -255,18 +242,10 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	msgs, next := res.msgs, res.next
-	out := pageJSON{Messages: make([]messageJSON, len(msgs))}
+	out := pageJSON{Messages: make([]store.MessageJSON, len(msgs))}
 	for i := range msgs {
-		m := &msgs[i]
-		data := json.RawMessage(m.Data)
-		if len(data) == 0 {
-			data = json.RawMessage("null")
-		}
-		out.Messages[i] = messageJSON{
-			ID: m.ID, Channel: m.Channel, Seq: m.Seq, Sender: m.Sender,
-			Info: json.RawMessage(m.Info), Data: data,
-			PublishedAt: m.PublishedAt.UTC().Format(timeLayout),
-		}
+		out.Messages[i] = msgs[i].JSON()
+		out.Messages[i].ClientMsgID = ""
 	}
 	if next != nil {
 		out.NextCursor = encodeCursor(*next)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +26,8 @@ import (
 	"github.com/herald-chat/herald/internal/engines/s3local/s3test"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/memstore"
-	"github.com/herald-chat/herald/internal/store/sqlite"
 	"github.com/herald-chat/herald/internal/testutil"
+	"github.com/herald-chat/herald/internal/testutil/teststore"
 )
 
 func TestMain(m *testing.M) { s3test.Main(m) }
@@ -51,15 +50,8 @@ type storeFactory struct {
 }
 
 var stores = []storeFactory{
-	{"memstore", func(tb testing.TB) store.Store { return memstore.New() }},
-	{"sqlite", func(tb testing.TB) store.Store {
-		st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "herald.db"))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { st.Close() })
-		return st
-	}},
+	{"memstore", teststore.Memstore},
+	{"sqlite", teststore.SQLite},
 }
 
 type env struct {

@@ -148,34 +148,40 @@ type Config struct {
 // RegisterFlags registers the relay flags on fs (flag > HERALD_* env > default).
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	var controllers, brokers, origins string
-	config.String(fs, &c.Addr, "addr", "HERALD_RELAY_ADDR", "127.0.0.1:8000", "relay WebSocket listen address")
+	config.String(fs, &c.Addr, "relay-addr", "HERALD_RELAY_ADDR", "127.0.0.1:8000", "relay WebSocket listen address")
 	config.String(fs, &controllers, "controllers", "HERALD_CONTROLLERS", "127.0.0.1:8090", "controller gRPC addresses, comma separated")
 	config.String(fs, &brokers, "kafka-brokers", "HERALD_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 	config.String(fs, &c.Topic, "kafka-topic", "HERALD_KAFKA_TOPIC", "herald.messages", "Kafka topic")
 	config.Int(fs, &c.Partitions, "kafka-partitions", "HERALD_KAFKA_PARTITIONS", 12, "Kafka topic partition count")
 	config.String(fs, &c.ManagementURL, "management-url", "HERALD_MANAGEMENT_URL", "http://127.0.0.1:8080", "management REST base URL (history)")
-	config.String(fs, &c.RelayID, "id", "HERALD_RELAY_ID", "", "relay id sent to controllers (default hostname-pid)")
-	config.Bool(fs, &c.Multicore, "multicore", "HERALD_RELAY_MULTICORE", true, "one event loop per CPU")
-	config.Int(fs, &c.EventLoops, "event-loops", "HERALD_RELAY_EVENT_LOOPS", 0, "number of event loops (0: one per usable CPU with multicore, else 1)")
-	config.Int(fs, &c.MaxMessageSize, "max-message-size", "HERALD_RELAY_MAX_MESSAGE_SIZE", 64<<10, "max client message size in bytes")
-	config.Duration(fs, &c.PingInterval, "ping-interval", "HERALD_RELAY_PING_INTERVAL", 25*time.Second, "server ping interval")
-	config.Duration(fs, &c.PongTimeout, "pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
-	config.Duration(fs, &c.HandshakeTimeout, "handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
-	config.Int(fs, &c.MaxSubscriptions, "max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
-	config.Int(fs, &c.MaxConnections, "max-connections", "HERALD_RELAY_MAX_CONNECTIONS", 0, "max open connections, beyond it HTTP 503 with Retry-After (0: the open-file limit minus a 5% reserve of 256-4096 files; never above that)")
-	config.Int(fs, &c.OutboundCap, "outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
-	config.Int(fs, &c.PublishRate, "publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
-	config.Int(fs, &c.PublishBurst, "publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
-	config.Int(fs, &c.PublishAbuseLimit, "publish-abuse-limit", "HERALD_RELAY_PUBLISH_ABUSE_LIMIT", 100, "rejected publishes within 10s before disconnect 3013")
-	config.Duration(fs, &c.PublishTimeout, "publish-timeout", "HERALD_RELAY_PUBLISH_TIMEOUT", 10*time.Second, "wait for the Kafka ack of a publish before answering error 100")
-	config.Duration(fs, &c.IdleTimeout, "idle-timeout", "HERALD_RELAY_IDLE_TIMEOUT", 0, "close connections without a complete frame for this long (default 2x ping-interval + pong-timeout)")
-	config.String(fs, &origins, "allowed-origins", "HERALD_RELAY_ALLOWED_ORIGINS", "", "allowed Origin values or patterns, comma separated (empty: all)")
-	config.Duration(fs, &c.ExpiredCloseDelay, "expired-close-delay", "HERALD_RELAY_EXPIRED_CLOSE_DELAY", 25*time.Second, "grace after a token's exp before disconnect 3005/3006 unless refreshed")
-	config.Duration(fs, &c.DrainWindow, "drain-window", "HERALD_RELAY_DRAIN_WINDOW", 10*time.Second, "spread shutdown disconnects (3001) over this window")
-	config.Bool(fs, &c.Compression, "compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
-	config.Duration(fs, &c.ControllerGrace, "controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
-	config.Int(fs, &c.ControllerQueue, "controller-queue", "HERALD_RELAY_CONTROLLER_QUEUE", 1<<18, "interest changes (channels) queued per controller stream; when full the stream is reopened with the whole interest set")
-	config.String(fs, &c.PprofAddr, "pprof-addr", "HERALD_RELAY_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
+	config.String(fs, &c.RelayID, "relay-id", "HERALD_RELAY_ID", "", "relay id sent to controllers (default hostname-pid)")
+	config.Bool(fs, &c.Multicore, "relay-multicore", "HERALD_RELAY_MULTICORE", true, "one event loop per CPU")
+	config.Int(fs, &c.EventLoops, "relay-event-loops", "HERALD_RELAY_EVENT_LOOPS", 0, "number of event loops (0: one per usable CPU with multicore, else 1)")
+	config.Int(fs, &c.MaxMessageSize, "relay-max-message-size", "HERALD_RELAY_MAX_MESSAGE_SIZE", 64<<10, "max client message size in bytes")
+	config.Duration(fs, &c.PingInterval, "relay-ping-interval", "HERALD_RELAY_PING_INTERVAL", 25*time.Second, "server ping interval")
+	config.Duration(fs, &c.PongTimeout, "relay-pong-timeout", "HERALD_RELAY_PONG_TIMEOUT", 10*time.Second, "client pong timeout")
+	config.Duration(fs, &c.HandshakeTimeout, "relay-handshake-timeout", "HERALD_RELAY_HANDSHAKE_TIMEOUT", 5*time.Second, "upgrade + connect timeout")
+	config.Int(fs, &c.MaxSubscriptions, "relay-max-subscriptions", "HERALD_RELAY_MAX_SUBSCRIPTIONS", 128, "max subscriptions per connection")
+	config.Int(fs, &c.MaxConnections, "relay-max-connections", "HERALD_RELAY_MAX_CONNECTIONS", 0, "max open connections, beyond it HTTP 503 with Retry-After (0: the open-file limit minus a 5% reserve of 256-4096 files; never above that)")
+	config.Int(fs, &c.OutboundCap, "relay-outbound-cap", "HERALD_RELAY_OUTBOUND_CAP", 4<<20, "per-connection unsent bytes before disconnect 3008")
+	config.Int(fs, &c.PublishRate, "relay-publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
+	config.Int(fs, &c.PublishBurst, "relay-publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
+	config.Int(fs, &c.PublishAbuseLimit, "relay-publish-abuse-limit", "HERALD_RELAY_PUBLISH_ABUSE_LIMIT", 100, "rejected publishes within 10s before disconnect 3013")
+	config.Duration(fs, &c.PublishTimeout, "relay-publish-timeout", "HERALD_RELAY_PUBLISH_TIMEOUT", 10*time.Second, "wait for the Kafka ack of a publish before answering error 100")
+	config.Duration(fs, &c.IdleTimeout, "relay-idle-timeout", "HERALD_RELAY_IDLE_TIMEOUT", 0, "close connections without a complete frame for this long (default 2x ping-interval + pong-timeout)")
+	config.String(fs, &origins, "relay-allowed-origins", "HERALD_RELAY_ALLOWED_ORIGINS", "", "allowed Origin values or patterns, comma separated (empty: all)")
+	config.Duration(fs, &c.ExpiredCloseDelay, "relay-expired-close-delay", "HERALD_RELAY_EXPIRED_CLOSE_DELAY", 25*time.Second, "grace after a token's exp before disconnect 3005/3006 unless refreshed")
+	config.Duration(fs, &c.DrainWindow, "relay-drain-window", "HERALD_RELAY_DRAIN_WINDOW", 10*time.Second, "spread shutdown disconnects (3001) over this window")
+	config.Bool(fs, &c.Compression, "relay-compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
+	config.Duration(fs, &c.ControllerGrace, "relay-controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
+	config.Int(fs, &c.ControllerQueue, "relay-controller-queue", "HERALD_RELAY_CONTROLLER_QUEUE", 1<<18, "interest changes (channels) queued per controller stream; when full the stream is reopened with the whole interest set")
+	config.String(fs, &c.PprofAddr, "relay-pprof-addr", "HERALD_RELAY_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
+	for _, old := range []string{"addr", "id", "multicore", "event-loops", "max-message-size", "ping-interval", "pong-timeout",
+		"handshake-timeout", "max-subscriptions", "max-connections", "outbound-cap", "publish-rate", "publish-burst",
+		"publish-abuse-limit", "publish-timeout", "idle-timeout", "allowed-origins", "expired-close-delay", "drain-window",
+		"compression", "controller-grace", "pprof-addr"} {
+		config.Deprecated(fs, old, "relay-"+old)
+	}
 	// Lists are split after parsing (in Validate).
 	c.Controllers, c.Brokers, c.AllowedOrigins = nil, nil, nil
 	c.listHook = func(dst *Config) {
@@ -194,18 +200,18 @@ func (c *Config) Validate() error {
 	}
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		errs = append(errs, fmt.Errorf("relay address -addr / HERALD_RELAY_ADDR %q: %w", c.Addr, err))
+		errs = append(errs, fmt.Errorf("relay address -relay-addr / HERALD_RELAY_ADDR %q: %w", c.Addr, err))
 	}
 	if c.PprofAddr != "" {
 		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
-			errs = append(errs, fmt.Errorf("pprof address -pprof-addr / HERALD_RELAY_PPROF_ADDR %q: %w", c.PprofAddr, err))
+			errs = append(errs, fmt.Errorf("pprof address -relay-pprof-addr / HERALD_RELAY_PPROF_ADDR %q: %w", c.PprofAddr, err))
 		}
 	}
 	if len(c.Controllers) == 0 {
 		errs = append(errs, errors.New("no controllers: set -controllers / HERALD_CONTROLLERS"))
 	}
 	if c.EventLoops < 0 || c.EventLoops > 1024 {
-		errs = append(errs, fmt.Errorf("-event-loops / HERALD_RELAY_EVENT_LOOPS must be 0 (one per CPU) to 1024, got %d", c.EventLoops))
+		errs = append(errs, fmt.Errorf("-relay-event-loops / HERALD_RELAY_EVENT_LOOPS must be 0 (one per CPU) to 1024, got %d", c.EventLoops))
 	}
 	if c.Topic == "" {
 		errs = append(errs, errors.New("empty Kafka topic: set -kafka-topic / HERALD_KAFKA_TOPIC"))
@@ -219,9 +225,9 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"-ping-interval", c.PingInterval}, {"-pong-timeout", c.PongTimeout}, {"-handshake-timeout", c.HandshakeTimeout},
-		{"-publish-timeout", c.PublishTimeout}, {"-idle-timeout", c.IdleTimeout}, {"-expired-close-delay", c.ExpiredCloseDelay},
-		{"-controller-grace", c.ControllerGrace}} {
+	}{{"-relay-ping-interval", c.PingInterval}, {"-relay-pong-timeout", c.PongTimeout}, {"-relay-handshake-timeout", c.HandshakeTimeout},
+		{"-relay-publish-timeout", c.PublishTimeout}, {"-relay-idle-timeout", c.IdleTimeout}, {"-relay-expired-close-delay", c.ExpiredCloseDelay},
+		{"-relay-controller-grace", c.ControllerGrace}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
@@ -233,11 +239,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("relay size limits must not be negative"))
 	}
 	if c.PublishRate < -1 || c.PublishBurst < 0 || c.PublishAbuseLimit < 0 {
-		errs = append(errs, errors.New("-publish-rate / HERALD_RELAY_PUBLISH_RATE must be >= -1 and -publish-burst, -publish-abuse-limit >= 0"))
+		errs = append(errs, errors.New("-relay-publish-rate / HERALD_RELAY_PUBLISH_RATE must be >= -1 and -relay-publish-burst, -relay-publish-abuse-limit >= 0"))
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := path.Match(strings.ToLower(o), ""); err != nil {
-			errs = append(errs, fmt.Errorf("-allowed-origins / HERALD_RELAY_ALLOWED_ORIGINS: bad pattern %q: %w", o, err))
+			errs = append(errs, fmt.Errorf("-relay-allowed-origins / HERALD_RELAY_ALLOWED_ORIGINS: bad pattern %q: %w", o, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -1,6 +1,10 @@
 package relay
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-chat/herald/internal/metric"
+)
 
 // metrics are the relay's Prometheus metrics (prefix herald_relay_).
 type metrics struct {
@@ -29,35 +33,33 @@ type metrics struct {
 	controllerQueueFull prometheus.Counter
 }
 
+// newMetrics registers the metrics on reg (nil: none); a name already
+// registered there panics, as with MustRegister.
 func newMetrics(reg prometheus.Registerer) *metrics {
-	const ns, sub = "herald", "relay"
+	f := metric.New(reg, "relay")
 	m := &metrics{
-		connections:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "connections", Help: "Open client connections."}),
-		refused:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connections_refused_total", Help: "Connections closed on accept, by reason (limit: at MaxConnections, answered 503; draining: shutting down)."}, []string{"reason"}),
-		connects:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "connects_total", Help: "Successful connect commands."}),
-		disconnects:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "disconnects_total", Help: "Connections closed, by close code (0 = closed by the client or network)."}, []string{"code"}),
-		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "subscriptions", Help: "Active client subscriptions."}),
-		framesIn:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_in_total", Help: "WebSocket frames received."}),
-		framesOut:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "frames_out_total", Help: "WebSocket frames sent."}),
-		bytesIn:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_in_total", Help: "Bytes received from clients."}),
-		bytesOut:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_out_total", Help: "Bytes written to clients."}),
-		publishAck: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "publish_ack_seconds", Help: "Time from a publish command to the Kafka ack.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
-		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "broadcast_fanout", Help: "Local subscribers a publication was delivered to, per event loop task.",
-			Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
-		fanoutLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "fanout_seconds", Help: "Time from a controller batch's arrival at the relay until an event loop has written one of its publication groups to every local subscriber it has (queueing behind earlier fan-outs included), per group and event loop.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
-		slowDisconnects:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "slow_consumer_disconnects_total", Help: "Clients disconnected because their outbound bytes exceeded the cap."}),
-		controllerStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "controller_streams", Help: "Controller streams by state (up, down)."}, []string{"state"}),
-		pushesDropped:     prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "pushes_dropped_total", Help: "Publications not broadcast, by reason (duplicate, overflow, unknown)."}, []string{"reason"}),
-		publishErrors:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_errors_total", Help: "Publish commands whose Kafka produce failed."}),
+		connections:       f.Gauge("connections", "Open client connections."),
+		refused:           f.CounterVec("connections_refused_total", "Connections closed on accept, by reason (limit: at MaxConnections, answered 503; draining: shutting down).", "reason"),
+		connects:          f.Counter("connects_total", "Successful connect commands."),
+		disconnects:       f.CounterVec("disconnects_total", "Connections closed, by close code (0 = closed by the client or network).", "code"),
+		subscriptions:     f.Gauge("subscriptions", "Active client subscriptions."),
+		framesIn:          f.Counter("frames_in_total", "WebSocket frames received."),
+		framesOut:         f.Counter("frames_out_total", "WebSocket frames sent."),
+		bytesIn:           f.Counter("bytes_in_total", "Bytes received from clients."),
+		bytesOut:          f.Counter("bytes_out_total", "Bytes written to clients."),
+		publishAck:        f.Histogram("publish_ack_seconds", "Time from a publish command to the Kafka ack.", prometheus.ExponentialBuckets(0.0005, 2, 14)),
+		fanout:            f.Histogram("broadcast_fanout", "Local subscribers a publication was delivered to, per event loop task.", prometheus.ExponentialBuckets(1, 4, 10)),
+		fanoutLatency:     f.Histogram("fanout_seconds", "Time from a controller batch's arrival at the relay until an event loop has written one of its publication groups to every local subscriber it has (queueing behind earlier fan-outs included), per group and event loop.", prometheus.ExponentialBuckets(0.0001, 2, 16)),
+		slowDisconnects:   f.Counter("slow_consumer_disconnects_total", "Clients disconnected because their outbound bytes exceeded the cap."),
+		controllerStreams: f.GaugeVec("controller_streams", "Controller streams by state (up, down).", "state"),
+		pushesDropped:     f.CounterVec("pushes_dropped_total", "Publications not broadcast, by reason (duplicate, overflow, unknown).", "reason"),
+		publishErrors:     f.Counter("publish_errors_total", "Publish commands whose Kafka produce failed."),
 		// loop is the event loop index, bounded by the configured loop count.
-		loopLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "loop_lag_seconds", Help: "Delay between a timer tick and its run on the event loop (queued work ahead of it), per event loop.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"loop"}),
-		rateLimited:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "publish_rate_limited_total", Help: "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013)."}, []string{"outcome"}),
-		orphaned:            prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channels_orphaned_total", Help: "Channels whose subscribers were told to recover because no controller owned them for the grace period."}),
-		rechecks:            prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "channel_rechecks_total", Help: "Channel positions re-checked after a controller stream (re)opened or ownership moved."}),
-		controllerQueueFull: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "controller_queue_full_total", Help: "Controller streams reopened because the controller did not read its queue of interest changes (ControllerQueue)."}),
+		loopLag:             f.HistogramVec("loop_lag_seconds", "Delay between a timer tick and its run on the event loop (queued work ahead of it), per event loop.", prometheus.ExponentialBuckets(0.0001, 4, 9), "loop"),
+		rateLimited:         f.CounterVec("publish_rate_limited_total", "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013).", "outcome"),
+		orphaned:            f.Counter("channels_orphaned_total", "Channels whose subscribers were told to recover because no controller owned them for the grace period."),
+		rechecks:            f.Counter("channel_rechecks_total", "Channel positions re-checked after a controller stream (re)opened or ownership moved."),
+		controllerQueueFull: f.Counter("controller_queue_full_total", "Controller streams reopened because the controller did not read its queue of interest changes (ControllerQueue)."),
 	}
 	for _, o := range []string{"rejected", "disconnect"} {
 		m.rateLimited.WithLabelValues(o)
@@ -72,10 +74,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"limit", "draining"} {
 		m.refused.WithLabelValues(r)
 	}
-	if reg != nil {
-		reg.MustRegister(m.connections, m.refused, m.connects, m.disconnects, m.subscriptions, m.framesIn, m.framesOut,
-			m.bytesIn, m.bytesOut, m.publishAck, m.fanout, m.fanoutLatency, m.slowDisconnects, m.controllerStreams, m.pushesDropped,
-			m.publishErrors, m.loopLag, m.rateLimited, m.orphaned, m.rechecks, m.controllerQueueFull)
+	if err := f.Err(); err != nil {
+		panic(err)
 	}
 	return m
 }

@@ -10,23 +10,31 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
-	"github.com/herald-chat/herald/internal/devstack"
-	"github.com/herald-chat/herald/relay"
 )
+
+// devCmd is the command line of `herald dev`: its own flags and those of
+// the four services it runs (devstack.Options.RegisterFlags).
+type devCmd struct {
+	fs         *flag.FlagSet
+	opts       devstack.Options
+	prometheus bool
+}
+
+func newDevCmd() *devCmd {
+	c := &devCmd{fs: flag.NewFlagSet("dev", flag.ContinueOnError)}
+	c.opts.RegisterFlags(c.fs)
+	c.fs.BoolVar(&c.prometheus, "prometheus", false, "also run Prometheus (Debian package) scraping the services, UI on http://"+prometheusAddr)
+	return c
+}
 
 // runDev runs the whole system (or just its engines) in this process.
 func runDev(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	var o devstack.Options
-	config.String(fs, &o.DataDir, "data-dir", "HERALD_DATA_DIR", "./data", "where the embedded engines keep their data")
-	config.Duration(fs, &o.KafkaRetention, "kafka-retention", "HERALD_DEV_KAFKA_RETENTION", 7*24*time.Hour,
-		"how long the embedded Kafka keeps records, as Kafka's retention.ms (0 = forever); a controller stopped for longer loses what was published meanwhile")
-	fs.BoolVar(&o.EnginesOnly, "engines-only", false, "start only Kafka, the store file and S3 (run the services as separate processes)")
-	var withPrometheus bool
-	fs.BoolVar(&withPrometheus, "prometheus", false, "also run Prometheus (Debian package) scraping the services, UI on http://"+prometheusAddr)
-	if err := parseFlags(fs, args); err != nil {
+	c := newDevCmd()
+	o := &c.opts
+	if err := parseFlags(c.fs, args, log); err != nil {
 		return err
 	}
 	if err := config.EnvErrors(); err != nil {
@@ -34,20 +42,18 @@ func runDev(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	o.Log = log
 	// The dev mode tolerates a missing secret by using a published one; say so.
-	devSecret := os.Getenv("HERALD_TOKEN_SECRET") == ""
+	devSecret := o.Services.Relay.Secret.Secret == ""
 
 	if !o.EnginesOnly {
 		// The relay's event loops share this process: keep a P for the
 		// rest, as `herald relay` does (relay.Config.Procs).
-		var rc relay.Config
-		rc.RegisterFlags(flag.NewFlagSet("relay", flag.ContinueOnError)) // env values as defaults
-		setRelayProcs(rc, log)
+		o.Services.Relay.SetProcs(log)
 	}
-	st, err := devstack.Start(ctx, o)
+	st, err := devstack.Start(ctx, *o)
 	if err != nil {
 		return err
 	}
-	if withPrometheus {
+	if c.prometheus {
 		stopProm, url, err := startPrometheus(ctx, st.Opts.DataDir, log)
 		if err != nil {
 			_ = st.Close()

@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/herald-chat/herald/internal/config"
 )
 
 const usage = `Herald: a realtime chat backend (Centrifugo client protocol v2).
@@ -48,6 +50,7 @@ func main() {
 	}
 	cmd, args := os.Args[1], os.Args[2:]
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -96,9 +99,19 @@ func logLevel() slog.Level {
 	return l
 }
 
-// parseFlags parses args and turns parse errors into usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+// envOnly are the variables every command honours that have no flag.
+const envOnly = `
+Environment only:
+  HERALD_LOG_LEVEL   log level: debug, info (default), warn, error
+`
+
+// parseFlags parses args, turns parse errors into usage errors and warns
+// about deprecated flag names used. -h prints every flag with its variable
+// (the table docs/configuration.md is generated from) and the variables
+// without a flag.
+func parseFlags(fs *flag.FlagSet, args []string, log *slog.Logger) error {
 	fs.SetOutput(os.Stderr)
+	fs.Usage = func() { printUsage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -108,5 +121,15 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
+	config.WarnDeprecated(fs, log)
 	return nil
+}
+
+// printUsage writes the -h text of fs to its output.
+func printUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage: herald %s [flags]\n\n", fs.Name())
+	fmt.Fprintf(w, "Every flag is also set by the HERALD_* variable named in its help\n(flag > environment > default; the flag is the variable without HERALD_,\nlower case, dashes).\n\n")
+	fs.PrintDefaults()
+	fmt.Fprint(w, envOnly)
 }

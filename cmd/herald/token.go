@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -30,8 +31,9 @@ func runToken(args []string, out io.Writer) error {
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "lifetime; 0 = never expires")
 	fs.BoolVar(&admin, "admin", false, "grant admin (history of any channel; the cacher API)")
 	fs.BoolVar(&dev, "dev", false, "sign with the dev secret of 'herald dev' when HERALD_TOKEN_SECRET is unset")
-	config.String(fs, &secret, "secret", "HERALD_TOKEN_SECRET", "", "HS256 secret")
-	if err := parseFlags(fs, args); err != nil {
+	config.String(fs, &secret, "token-secret", "HERALD_TOKEN_SECRET", "", "HS256 secret")
+	config.Deprecated(fs, "secret", "token-secret")
+	if err := parseFlags(fs, args, slog.Default()); err != nil {
 		return err
 	}
 	if sub == "" {

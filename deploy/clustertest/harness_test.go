@@ -36,9 +36,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/engines/s3local"
 	"github.com/herald-chat/herald/internal/store/storeopen"
 )
@@ -297,7 +297,7 @@ type cluster struct {
 	dir string
 
 	kafkaMu   sync.Mutex
-	kafka     *kafka.Kafka
+	kafka     *kfake.Kafka
 	kafkaPort int
 
 	controllers []*proc
@@ -360,12 +360,12 @@ func startCluster(t *testing.T) *cluster {
 		c.controllers = append(c.controllers, newProc(fmt.Sprintf("controller-%d", i), []string{
 			fmt.Sprintf("HERALD_CONTROLLER_ID=controller-%d", i),
 			"HERALD_CONTROLLER_SESSION_TIMEOUT=" + sessionTimeout.String(),
-		}, adm, "controller", "-addr", a, "-admin-addr", adm))
+		}, adm, "controller", "-controller-addr", a, "-controller-admin-addr", adm))
 	}
 	mgmtAddr, mgmtAdmin := addr(), addr()
-	c.management = newProc("management", nil, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-admin-addr", mgmtAdmin)
+	c.management = newProc("management", nil, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-management-admin-addr", mgmtAdmin)
 	cacherAddr, cacherAdmin := addr(), addr()
-	c.cacher = newProc("cacher", []string{"HERALD_ARCHIVE_INTERVAL=1h"}, cacherAdmin, "cacher", "-cacher-addr", cacherAddr, "-admin-addr", cacherAdmin)
+	c.cacher = newProc("cacher", []string{"HERALD_ARCHIVE_INTERVAL=1h"}, cacherAdmin, "cacher", "-cacher-addr", cacherAddr, "-cacher-admin-addr", cacherAdmin)
 	var servers strings.Builder
 	for i := 1; i <= 2; i++ {
 		a, adm := addr(), addr()
@@ -380,7 +380,7 @@ func startCluster(t *testing.T) *cluster {
 			// wait 5s).
 			"HERALD_RELAY_DRAIN_WINDOW=2s",
 			"HERALD_RELAY_PUBLISH_TIMEOUT=2s",
-		}, adm, "relay", "-addr", a, "-admin-addr", adm))
+		}, adm, "relay", "-relay-addr", a, "-relay-admin-addr", adm))
 	}
 
 	for _, p := range c.controllers {
@@ -444,7 +444,7 @@ func (c *cluster) startKafka() {
 	var err error
 	// The port was just released by the previous run: retry briefly.
 	for attempt := 0; attempt < 50; attempt++ {
-		c.kafka, err = kafka.Start(context.Background(), kafka.Options{
+		c.kafka, err = kfake.Start(context.Background(), kfake.Options{
 			Port: c.kafkaPort, DataDir: filepath.Join(c.dir, "kafka"),
 			Topic: topic, Partitions: partitions,
 			GroupMinSessionTimeout: 500 * time.Millisecond,

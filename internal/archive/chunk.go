@@ -22,9 +22,6 @@ import (
 // Format is the chunk format version recorded in the bucket config object.
 const Format = 1
 
-// timeLayout is RFC 3339 in UTC with millisecond precision.
-const timeLayout = "2006-01-02T15:04:05.000Z07:00"
-
 // keySegment is the longest path component of an encoded channel name in a
 // chunk key; longer names are split into several components so that
 // filesystem-backed object stores (255-byte file names) accept them.
@@ -56,18 +53,6 @@ func ChunkKey(channel string, n uint64) string {
 	return b.String()
 }
 
-// wireMessage is one NDJSON line of a chunk.
-type wireMessage struct {
-	ID          string          `json:"id"`
-	Channel     string          `json:"channel"`
-	Seq         uint64          `json:"seq"`
-	Sender      string          `json:"sender"`
-	Info        json.RawMessage `json:"info,omitempty"`
-	Data        json.RawMessage `json:"data"`
-	ClientMsgID string          `json:"client_msg_id,omitempty"`
-	PublishedAt string          `json:"published_at"`
-}
-
 var gzWriters = sync.Pool{New: func() any {
 	w, _ := gzip.NewWriterLevel(io.Discard, gzip.DefaultCompression)
 	return w
@@ -94,22 +79,10 @@ func EncodeChunk(msgs []store.Message) ([]byte, error) {
 	bw := bufio.NewWriterSize(zw, 32<<10)
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
-	var w wireMessage
+	var w store.MessageJSON // one NDJSON line
 	for i := range msgs {
 		m := &msgs[i]
-		w = wireMessage{
-			ID:          m.ID,
-			Channel:     m.Channel,
-			Seq:         m.Seq,
-			Sender:      m.Sender,
-			Info:        m.Info,
-			Data:        m.Data,
-			ClientMsgID: m.ClientMsgID,
-			PublishedAt: m.PublishedAt.UTC().Format(timeLayout),
-		}
-		if len(w.Data) == 0 {
-			w.Data = json.RawMessage("null")
-		}
+		w = m.JSON()
 		if err := enc.Encode(&w); err != nil {
 			return nil, fmt.Errorf("encoding message seq %d: %w", m.Seq, err)
 		}
@@ -145,7 +118,7 @@ func DecodeChunk(b []byte) ([]store.Message, error) {
 	dec := json.NewDecoder(zr)
 	msgs := make([]store.Message, 0, 64)
 	for {
-		var w wireMessage
+		var w store.MessageJSON
 		if err := dec.Decode(&w); err != nil {
 			if errors.Is(err, io.EOF) {
 				break

@@ -61,3 +61,40 @@ func TestList(t *testing.T) {
 		t.Fatalf("List = %q", got)
 	}
 }
+
+func TestFlagName(t *testing.T) {
+	for key, want := range map[string]string{"HERALD_RELAY_ADDR": "relay-addr", "HERALD_ARCHIVE_CHUNK_SIZE": "archive-chunk-size", "HERALD_S3_ENDPOINT": "s3-endpoint"} {
+		if got := FlagName(key); got != want {
+			t.Errorf("FlagName(%s) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestDeprecatedAliasAndUnion(t *testing.T) {
+	a := flag.NewFlagSet("a", flag.ContinueOnError)
+	b := flag.NewFlagSet("b", flag.ContinueOnError)
+	var addrA, addrB string
+	var on bool
+	String(a, &addrA, "x-addr", "HERALD_X_ADDR", "def", "")
+	Deprecated(a, "addr", "x-addr")
+	Bool(a, &on, "x-on", "HERALD_X_ON", false, "")
+	Deprecated(a, "on", "x-on")
+	String(b, &addrB, "x-addr", "HERALD_X_ADDR", "def", "")
+	if err := a.Parse([]string{"-addr", "one", "-on"}); err != nil {
+		t.Fatal(err)
+	}
+	if addrA != "one" || !on || DeprecatedAlias(a.Lookup("addr")) != "x-addr" || DeprecatedAlias(a.Lookup("x-addr")) != "" {
+		t.Fatalf("alias: addr=%q on=%v", addrA, on)
+	}
+	u := flag.NewFlagSet("u", flag.ContinueOnError)
+	Union(u, func(n string) bool { return n == "x-on" }, a, b)
+	if u.Lookup("addr") != nil || u.Lookup("x-on") != nil {
+		t.Fatal("union kept an alias or a skipped flag")
+	}
+	if err := u.Parse([]string{"-x-addr", "two"}); err != nil {
+		t.Fatal(err)
+	}
+	if addrA != "two" || addrB != "two" {
+		t.Fatalf("union set %q and %q", addrA, addrB)
+	}
+}

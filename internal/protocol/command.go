@@ -131,6 +131,15 @@ type SubRefreshRequest struct {
 // ErrEmptyCommand is returned for a frame that holds no command at all.
 var ErrEmptyCommand = errors.New("protocol: empty frame")
 
+// nextLine splits the first "\n"-separated line off a frame, without
+// surrounding white space.
+func nextLine(data []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return bytes.TrimSpace(data[:i]), data[i+1:]
+	}
+	return bytes.TrimSpace(data), nil
+}
+
 // DecodeCommands decodes every "\n"-separated command of a text frame and
 // calls fn for each, in order. It stops at the first malformed command or the
 // first error fn returns. Each Command is freshly allocated; fn may keep it.
@@ -139,13 +148,7 @@ func DecodeCommands(data []byte, fn func(*Command) error) error {
 	n := 0
 	for len(data) > 0 {
 		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
+		if line, data = nextLine(data); len(line) == 0 {
 			continue
 		}
 		cmd, err := DecodeCommand(line)

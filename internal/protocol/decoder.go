@@ -49,13 +49,7 @@ func (d *Decoder) Decode(data []byte, h CommandHandler) error {
 	for len(data) > 0 {
 		cur := data
 		var line []byte
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			line, data = data, nil
-		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
+		if line, data = nextLine(data); len(line) == 0 {
 			continue
 		}
 		cmd, ok := d.fast(line)

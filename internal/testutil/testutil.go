@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -91,4 +92,40 @@ func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// RunArchive starts an archive run on the cacher at cacherURL (POST
+// /v1/archive/run) and waits up to timeout for it to succeed.
+func RunArchive(tb testing.TB, cacherURL string, timeout time.Duration) {
+	tb.Helper()
+	resp, err := http.Post(cacherURL+"/v1/archive/run", "application/json", nil)
+	if err != nil {
+		tb.Fatalf("archive run: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+		tb.Fatalf("archive run: %s: %s", resp.Status, body)
+	}
+	var run struct {
+		RunID string `json:"run_id"`
+	}
+	if err := json.Unmarshal(body, &run); err != nil || run.RunID == "" {
+		tb.Fatalf("archive run: %s: no run_id in %s", resp.Status, body)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var status map[string]any
+		if code := GetJSON(tb, cacherURL+"/v1/archive/runs/"+run.RunID, "", &status); code != http.StatusOK {
+			tb.Fatalf("archive run status: %d", code)
+		}
+		switch status["status"] {
+		case "succeeded":
+			return
+		case "failed":
+			tb.Fatalf("archive run failed: %v", status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tb.Fatalf("archive run did not finish in %s", timeout)
 }

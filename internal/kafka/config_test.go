@@ -1,4 +1,4 @@
-package kafkaopts
+package kafka
 
 import (
 	"context"

@@ -1,8 +1,9 @@
-// Package kafkaopts turns the Kafka connection settings shared by relays and
-// controllers — TLS and SASL — into franz-go client options. Brokers, topic
-// and partitions stay in each service's Config; this package only says how
-// to reach and authenticate to the brokers.
-package kafkaopts
+// Package kafka is how Herald talks to Kafka: the connection settings shared
+// by relays and controllers (TLS and SASL, turned into franz-go client
+// options) and the creation and check of the messages topic. Brokers, topic
+// and partitions stay in each service's Config. The embedded Kafka of
+// `herald dev` and the tests is internal/engines/kfake.
+package kafka
 
 import (
 	"crypto/tls"

@@ -1,8 +1,8 @@
-// Package kafka runs the embedded Kafka of `herald dev` and of the tests:
+// Package kfake runs the embedded Kafka of `herald dev` and of the tests:
 // kfake (franz-go's in-process Kafka) persisting to a data directory, with
 // the messages topic created explicitly (kfake only persists topics that were
 // created, not auto-created ones — see PITFALLS.md).
-package kafka
+package kfake
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/herald-chat/herald/internal/kafkatopic"
+	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -73,7 +73,7 @@ func Start(ctx context.Context, o Options) (*Kafka, error) {
 	}
 	k := &Kafka{cluster: c}
 	if o.Topic != "" {
-		if err := EnsureTopic(ctx, k.Brokers(), o.Topic, o.Partitions); err != nil {
+		if _, err := kafka.EnsureTopic(ctx, k.Brokers(), o.Topic, o.Partitions); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -129,10 +129,3 @@ func (k *Kafka) Port() int {
 
 // Close stops the cluster, flushing its data directory.
 func (k *Kafka) Close() { k.cluster.Close() }
-
-// EnsureTopic creates topic with the given partition count if it does not
-// exist; see kafkatopic.Ensure.
-func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
-	_, err := kafkatopic.Ensure(ctx, brokers, topic, partitions)
-	return err
-}

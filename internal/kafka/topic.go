@@ -1,8 +1,9 @@
-// Package kafkatopic creates and checks Herald's messages topic. The
-// controllers (at start), `herald dev` and the tests share it, so every
-// place agrees on one rule: the partition count is fixed at creation,
-// because channels map to partitions by it.
-package kafkatopic
+package kafka
+
+// The messages topic is created and checked here for the controllers (at
+// start), `herald dev` and the tests, so every place agrees on one rule: the
+// partition count is fixed at creation, because channels map to partitions
+// by it.
 
 import (
 	"context"
@@ -16,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Info describes the topic.
-type Info struct {
+// TopicInfo describes the topic.
+type TopicInfo struct {
 	Partitions int32
 	// ID is the topic's Kafka topic ID (hex), empty when the cluster does not
 	// report topic IDs (Kafka before 2.8). It changes when the topic is
@@ -25,13 +26,13 @@ type Info struct {
 	ID string
 }
 
-// Ensure creates topic with the given partition count if it does not exist
+// EnsureTopic creates topic with the given partition count if it does not exist
 // and returns its description. An existing topic with another partition
 // count is an error. extra options are added to the admin client's.
-func Ensure(ctx context.Context, brokers []string, topic string, partitions int32, extra ...kgo.Opt) (Info, error) {
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32, extra ...kgo.Opt) (TopicInfo, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, extra...)...)
 	if err != nil {
-		return Info{}, fmt.Errorf("creating kafka admin client: %w", err)
+		return TopicInfo{}, fmt.Errorf("creating kafka admin client: %w", err)
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
@@ -42,21 +43,21 @@ func Ensure(ctx context.Context, brokers []string, topic string, partitions int3
 		err = resp.Err
 	}
 	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return Info{}, fmt.Errorf("creating topic %s: %w", topic, err)
+		return TopicInfo{}, fmt.Errorf("creating topic %s: %w", topic, err)
 	}
 	// Describe it in both cases: the creation response may lack the ID.
 	for attempt := 0; ; attempt++ {
 		details, err := adm.ListTopics(ctx, topic)
 		if err != nil {
-			return Info{}, fmt.Errorf("describing topic %s: %w", topic, err)
+			return TopicInfo{}, fmt.Errorf("describing topic %s: %w", topic, err)
 		}
 		d, ok := details[topic]
 		if ok && d.Err == nil {
 			got := int32(len(d.Partitions))
 			if got != partitions {
-				return Info{}, fmt.Errorf("topic %s has %d partitions, configured %d (HERALD_KAFKA_PARTITIONS); the count is fixed at creation", topic, got, partitions)
+				return TopicInfo{}, fmt.Errorf("topic %s has %d partitions, configured %d (HERALD_KAFKA_PARTITIONS); the count is fixed at creation", topic, got, partitions)
 			}
-			info := Info{Partitions: got}
+			info := TopicInfo{Partitions: got}
 			if d.ID != (kadm.TopicID{}) {
 				info.ID = hex.EncodeToString(d.ID[:])
 			}
@@ -64,11 +65,11 @@ func Ensure(ctx context.Context, brokers []string, topic string, partitions int3
 		}
 		// A just-created topic may take a moment to appear in metadata.
 		if attempt >= 50 {
-			return Info{}, fmt.Errorf("describing topic %s: %v", topic, d.Err)
+			return TopicInfo{}, fmt.Errorf("describing topic %s: %v", topic, d.Err)
 		}
 		select {
 		case <-ctx.Done():
-			return Info{}, fmt.Errorf("describing topic %s: %w", topic, ctx.Err())
+			return TopicInfo{}, fmt.Errorf("describing topic %s: %w", topic, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -1,8 +1,11 @@
 // Package devstack runs the whole of Herald in one process on embedded
 // engines: kfake (Kafka), the SQLite store (or HERALD_STORE_URI) and
 // versitygw (S3), plus the four services, each with its own admin server.
-// `herald dev` and the end-to-end tests use it, so what a newcomer runs is
-// what the tests prove.
+// `herald dev` and the end-to-end, dashboards and load tests use it. It
+// starts the engines and then builds every service through the same
+// assembly commands the production subcommands run, with the engines'
+// addresses filled into the same settings, so what a newcomer runs and what
+// the tests prove is the operators' wiring.
 //
 // Concurrency: Start launches one goroutine per service; Wait (or the
 // cancellation of Start's context) stops them in reverse dependency order
@@ -25,18 +28,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/herald-chat/herald/cacher"
-	"github.com/herald-chat/herald/controller"
-	"github.com/herald-chat/herald/internal/admin"
-	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/assembly"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
-	"github.com/herald-chat/herald/internal/engines/kafka"
+	"github.com/herald-chat/herald/internal/engines/kfake"
 	"github.com/herald-chat/herald/internal/engines/s3local"
+	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
-	"github.com/herald-chat/herald/management"
-	"github.com/herald-chat/herald/relay"
 )
 
 // Dev credentials of the embedded S3. They only guard a loopback listener.
@@ -45,18 +44,21 @@ const (
 	DevS3SecretKey = "herald-dev-s3-secret"
 )
 
-// Options configure the stack. Zero values take the defaults of docs/architecture.md
-// (and the HERALD_* environment, through each service's flags).
+// Options configure the stack. Zero values take the services' settings
+// (flag > HERALD_* environment > default, see Services) and the defaults of
+// docs/architecture.md.
 type Options struct {
-	DataDir     string // default ./data (HERALD_DATA_DIR)
+	DataDir     string // default ./data (-data-dir, HERALD_DATA_DIR)
 	EnginesOnly bool   // start Kafka, store file and S3 only
 
-	// Listen addresses. "auto" picks a free loopback port (tests).
+	// Listen addresses. "auto" picks a free loopback port (tests); empty
+	// takes the services' settings (-relay-addr, -relay-admin-addr, …;
+	// Kafka and S3 listen where -kafka-brokers and -s3-endpoint point).
 	KafkaAddr, S3Addr                                         string
 	RelayAddr, ControllerAddr, ManagementAddr, CacherAddr     string
 	RelayAdmin, ControllerAdmin, ManagementAdmin, CacherAdmin string
 
-	TokenSecret string // default: HERALD_TOKEN_SECRET, else auth.DevSecret
+	TokenSecret string // default: -token-secret (HERALD_TOKEN_SECRET), else auth.DevSecret
 
 	// KafkaRetention is how long the embedded Kafka keeps records (0 =
 	// forever). `herald dev` defaults it to Kafka's own default, 7 days.
@@ -67,7 +69,50 @@ type Options struct {
 	MinAge    time.Duration
 	Interval  time.Duration
 
+	// Services are the four service commands whose settings the stack
+	// builds from; nil: NewSet's (defaults from the HERALD_* environment).
+	// RegisterFlags sets it, bound to the dev flag set.
+	Services *assembly.Set
+
 	Log *slog.Logger
+
+	flags *flag.FlagSet // the parsed dev flag set, when RegisterFlags was used
+}
+
+// RegisterFlags binds the options of `herald dev` to fs: its own flags and
+// every flag of the four services it runs (one flag per variable, see
+// config.Union), except Kafka TLS and SASL (the embedded Kafka speaks
+// plaintext). Engine flags say where the embedded engines listen
+// (-kafka-brokers, -s3-endpoint, -s3-access-key, -s3-secret-key) or keep
+// their data (-store-uri, default in -data-dir).
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	config.String(fs, &o.DataDir, "data-dir", "HERALD_DATA_DIR", "./data", "where the embedded engines keep their data")
+	config.Duration(fs, &o.KafkaRetention, "dev-kafka-retention", "HERALD_DEV_KAFKA_RETENTION", 7*24*time.Hour,
+		"how long the embedded Kafka keeps records, as Kafka's retention.ms (0 = forever); a controller stopped for longer loses what was published meanwhile")
+	config.Deprecated(fs, "kafka-retention", "dev-kafka-retention")
+	fs.BoolVar(&o.EnginesOnly, "engines-only", false, "start only Kafka, the store file and S3 (run the services as separate processes)")
+	o.Services = assembly.NewSet()
+	var sets []*flag.FlagSet
+	for _, c := range o.Services.Commands() {
+		sets = append(sets, c.FlagSet())
+	}
+	config.Union(fs, func(name string) bool {
+		return strings.HasPrefix(name, "kafka-tls") || strings.HasPrefix(name, "kafka-sasl")
+	}, sets...)
+	o.flags = fs
+}
+
+// setByUser reports whether the flag name was given or its variable key is
+// set.
+func (o *Options) setByUser(name, key string) bool {
+	if os.Getenv(key) != "" {
+		return true
+	}
+	set := false
+	if o.flags != nil {
+		o.flags.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	}
+	return set
 }
 
 // Ephemeral returns Options for a throwaway stack (tests, benchmarks): data
@@ -93,8 +138,8 @@ type Stack struct {
 	S3Endpoint string
 	Bucket     string
 	// S3AccessKey and S3SecretKey are the embedded gateway's root
-	// credentials: HERALD_S3_ACCESS_KEY / HERALD_S3_SECRET_KEY, else the dev
-	// ones.
+	// credentials: -s3-access-key / -s3-secret-key (HERALD_S3_ACCESS_KEY /
+	// HERALD_S3_SECRET_KEY), else the dev ones.
 	S3AccessKey, S3SecretKey string
 	TokenSecret              string
 
@@ -104,7 +149,7 @@ type Stack struct {
 
 	Store store.Store
 
-	kafka *kafka.Kafka
+	kafka *kfake.Kafka
 	s3    *s3local.Server
 
 	cancel  context.CancelFunc
@@ -122,25 +167,32 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
+	if o.Services == nil {
+		o.Services = assembly.NewSet()
+	}
+	svcs := o.Services
 	if o.DataDir == "" {
 		o.DataDir = config.Env("HERALD_DATA_DIR", "./data")
 	}
 	if o.TokenSecret == "" {
-		o.TokenSecret = config.Env("HERALD_TOKEN_SECRET", auth.DevSecret)
+		o.TokenSecret = svcs.Relay.Secret.Secret
 	}
-	// Unset addresses take the documented HERALD_* variables, so the dev
-	// stack moves with the same settings as the separate services.
+	if o.TokenSecret == "" {
+		o.TokenSecret = auth.DevSecret
+	}
+	// Unset addresses take the services' settings, so the dev stack moves
+	// with the same flags and variables as the separate services.
 	defaults := map[*string]string{
-		&o.KafkaAddr:       config.List(config.Env("HERALD_KAFKA_BROKERS", "127.0.0.1:9092"))[0],
-		&o.S3Addr:          hostPort(config.Env("HERALD_S3_ENDPOINT", "http://127.0.0.1:9000")),
-		&o.RelayAddr:       config.Env("HERALD_RELAY_ADDR", "127.0.0.1:8000"),
-		&o.ControllerAddr:  config.Env("HERALD_CONTROLLER_ADDR", "127.0.0.1:8090"),
-		&o.ManagementAddr:  config.Env("HERALD_MANAGEMENT_ADDR", "127.0.0.1:8080"),
-		&o.CacherAddr:      config.Env("HERALD_CACHER_ADDR", "127.0.0.1:8081"),
-		&o.RelayAdmin:      config.Env("HERALD_RELAY_ADMIN_ADDR", "127.0.0.1:9100"),
-		&o.ControllerAdmin: config.Env("HERALD_CONTROLLER_ADMIN_ADDR", "127.0.0.1:9101"),
-		&o.ManagementAdmin: config.Env("HERALD_MANAGEMENT_ADMIN_ADDR", "127.0.0.1:9102"),
-		&o.CacherAdmin:     config.Env("HERALD_CACHER_ADMIN_ADDR", "127.0.0.1:9103"),
+		&o.KafkaAddr:       firstOr(svcs.Controller.Config.Brokers, "127.0.0.1:9092"),
+		&o.S3Addr:          hostPort(svcs.Cacher.S3.Endpoint),
+		&o.RelayAddr:       svcs.Relay.Config.Addr,
+		&o.ControllerAddr:  svcs.Controller.Config.Addr,
+		&o.ManagementAddr:  svcs.Management.Config.Addr,
+		&o.CacherAddr:      svcs.Cacher.Config.Addr,
+		&o.RelayAdmin:      svcs.Relay.Admin.Addr,
+		&o.ControllerAdmin: svcs.Controller.Admin.Addr,
+		&o.ManagementAdmin: svcs.Management.Admin.Addr,
+		&o.CacherAdmin:     svcs.Cacher.Admin.Addr,
 	}
 	for p, def := range defaults {
 		switch *p {
@@ -165,10 +217,23 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
 
+	s := &Stack{Opts: o, TokenSecret: o.TokenSecret, Admin: map[string]string{},
+		S3AccessKey: orDefault(svcs.Cacher.S3.AccessKey, DevS3AccessKey),
+		S3SecretKey: orDefault(svcs.Cacher.S3.SecretKey, DevS3SecretKey)}
+	s.fillSettings()
+	// Check every setting before starting anything.
+	cmds := svcs.Commands()
+	if o.EnginesOnly {
+		cmds = cmds[:1] // the controller's: topic and partitions
+	}
+	for _, c := range cmds {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name(), err)
+		}
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
-	s := &Stack{Opts: o, cancel: cancel, TokenSecret: o.TokenSecret, Admin: map[string]string{},
-		S3AccessKey: config.Env("HERALD_S3_ACCESS_KEY", DevS3AccessKey),
-		S3SecretKey: config.Env("HERALD_S3_SECRET_KEY", DevS3SecretKey)}
+	s.cancel = cancel
 	ok := false
 	defer func() {
 		if !ok {
@@ -179,17 +244,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}()
 
 	// Engines.
-	s.Topic = config.Env("HERALD_KAFKA_TOPIC", "herald.messages")
-	parts, err := strconv.Atoi(config.Env("HERALD_KAFKA_PARTITIONS", "12"))
-	if err != nil || parts <= 0 {
-		return nil, fmt.Errorf("HERALD_KAFKA_PARTITIONS must be a positive integer")
-	}
-	s.Partitions = int32(parts)
+	s.Topic, s.Partitions = svcs.Controller.Config.Topic, svcs.Controller.Config.Partitions
 	kport, err := port(o.KafkaAddr)
 	if err != nil {
 		return nil, err
 	}
-	s.kafka, err = kafka.Start(ctx, kafka.Options{
+	s.kafka, err = kfake.Start(ctx, kfake.Options{
 		Port: kport, DataDir: filepath.Join(o.DataDir, "kafka"),
 		Topic: s.Topic, Partitions: s.Partitions,
 		Retention: o.KafkaRetention,
@@ -199,7 +259,10 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	s.Brokers = s.kafka.Brokers()
 
-	s.StoreURI = config.Env("HERALD_STORE_URI", filepath.Join(o.DataDir, "herald.db"))
+	s.StoreURI = filepath.Join(o.DataDir, "herald.db")
+	if o.setByUser("store-uri", "HERALD_STORE_URI") {
+		s.StoreURI = svcs.Controller.Store.URI
+	}
 	if s.StoreURI, err = absStorePath(s.StoreURI); err != nil {
 		return nil, err
 	}
@@ -216,7 +279,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 	s.S3Endpoint = s.s3.Endpoint()
-	s.Bucket = config.Env("HERALD_S3_BUCKET", "herald-archive")
+	s.Bucket = svcs.Cacher.S3.Bucket
 
 	if o.EnginesOnly {
 		ok = true
@@ -232,105 +295,70 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	return s, nil
 }
 
-func (s *Stack) startServices(ctx context.Context) error {
-	o := s.Opts
-	log := o.Log
-	verifier := auth.NewVerifier(o.TokenSecret)
-
-	// Each service gets its flags' defaults (so HERALD_* env applies), then
-	// the stack's addresses and engines.
-	var ccfg controller.Config
-	fill(ccfg.RegisterFlags)
-	ccfg.Addr, ccfg.Brokers, ccfg.Topic, ccfg.Partitions = o.ControllerAddr, s.Brokers, s.Topic, s.Partitions
-	cadm := admin.New(log)
-	ctrl, err := controller.New(ccfg, s.Store, log, cadm.Registry)
-	if err != nil {
-		return fmt.Errorf("controller: %w", err)
+// fillSettings puts the stack's addresses, secrets and overrides into the
+// services' settings (before Validate).
+func (s *Stack) fillSettings() {
+	o, svcs := s.Opts, s.Opts.Services
+	svcs.Controller.Config.Addr = o.ControllerAddr
+	svcs.Cacher.Config.Addr = o.CacherAddr
+	svcs.Management.Config.Addr = o.ManagementAddr
+	svcs.Relay.Config.Addr = o.RelayAddr
+	svcs.Relay.Config.ManagementURL = "http://" + o.ManagementAddr
+	svcs.Controller.Admin.Addr, svcs.Cacher.Admin.Addr = o.ControllerAdmin, o.CacherAdmin
+	svcs.Management.Admin.Addr, svcs.Relay.Admin.Addr = o.ManagementAdmin, o.RelayAdmin
+	// The embedded Kafka speaks plaintext without authentication.
+	svcs.Controller.Kafka, svcs.Relay.Kafka = kafka.Config{}, kafka.Config{}
+	for _, sec := range []*assembly.Secret{&svcs.Relay.Secret, &svcs.Management.Secret, &svcs.Cacher.Secret} {
+		sec.Secret = o.TokenSecret
 	}
-	cadm.AddCheck("controller", ctrl.Ready)
-
-	var acfg archive.Config
-	acfg.Endpoint, acfg.Bucket = s.S3Endpoint, s.Bucket
-	acfg.AccessKey, acfg.SecretKey = s.S3AccessKey, s.S3SecretKey
-
-	var kcfg cacher.Config
-	fill(kcfg.RegisterFlags)
-	kcfg.Addr = o.CacherAddr
+	for _, s3 := range []*struct{ AccessKey, SecretKey *string }{
+		{&svcs.Cacher.S3.AccessKey, &svcs.Cacher.S3.SecretKey},
+		{&svcs.Management.S3.AccessKey, &svcs.Management.S3.SecretKey},
+	} {
+		*s3.AccessKey, *s3.SecretKey = s.S3AccessKey, s.S3SecretKey
+	}
 	// The dev cacher API is open (loopback dev, as the README's curl shows)
-	// unless HERALD_CACHER_REQUIRE_ADMIN asks for admin tokens.
-	kcfg.Verifier = verifier
-	if os.Getenv("HERALD_CACHER_REQUIRE_ADMIN") == "" {
-		kcfg.RequireAdmin = false
+	// unless -cacher-require-admin / HERALD_CACHER_REQUIRE_ADMIN asks for
+	// admin tokens.
+	if !o.setByUser("cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN") {
+		svcs.Cacher.Config.RequireAdmin = false
 	}
 	if o.ChunkSize > 0 {
-		kcfg.ChunkSize = o.ChunkSize
+		svcs.Cacher.S3.ChunkSize, svcs.Management.S3.ChunkSize = o.ChunkSize, o.ChunkSize
 	}
 	if o.MinAge > 0 || o.ChunkSize > 0 {
-		kcfg.MinAge = o.MinAge
+		svcs.Cacher.Config.MinAge = o.MinAge
 	}
 	if o.Interval > 0 {
-		kcfg.Interval = o.Interval
+		svcs.Cacher.Config.Interval = o.Interval
 	}
-	acfg.ChunkSize = kcfg.ChunkSize
-	arc, err := archive.New(ctx, acfg)
-	if err != nil {
-		return fmt.Errorf("archive: %w", err)
-	}
-	kadm := admin.New(log)
-	cach, err := cacher.New(kcfg, s.Store, arc, log, kadm.Registry)
-	if err != nil {
-		return fmt.Errorf("cacher: %w", err)
-	}
-	kadm.AddCheck("cacher", cach.Ready)
+}
 
-	var mcfg management.Config
-	fill(mcfg.RegisterFlags)
-	mcfg.Addr = o.ManagementAddr
-	madm := admin.New(log)
-	mgmt, err := management.New(mcfg, s.Store, arc, verifier, log, madm.Registry)
-	if err != nil {
-		return fmt.Errorf("management: %w", err)
-	}
-	madm.AddCheck("management", mgmt.Ready)
+// startServices points the validated settings at the engines, builds the
+// services in start order and runs each with its admin server.
+func (s *Stack) startServices(ctx context.Context) error {
+	o, svcs := s.Opts, s.Opts.Services
+	svcs.Controller.Config.Brokers, svcs.Relay.Config.Brokers = s.Brokers, s.Brokers
+	svcs.Relay.Config.Controllers = []string{o.ControllerAddr}
+	svcs.Relay.Config.Topic, svcs.Relay.Config.Partitions = s.Topic, int(s.Partitions)
+	svcs.Cacher.S3.Endpoint, svcs.Management.S3.Endpoint = s.S3Endpoint, s.S3Endpoint
+	svcs.Controller.Store.URI, svcs.Cacher.Store.URI, svcs.Management.Store.URI = s.StoreURI, s.StoreURI, s.StoreURI
 
-	var rcfg relay.Config
-	fill(rcfg.RegisterFlags)
-	if err := rcfg.Validate(); err != nil { // also splits the list flags
-		return fmt.Errorf("relay config: %w", err)
-	}
-	rcfg.Controllers, rcfg.Brokers = []string{o.ControllerAddr}, s.Brokers
-	rcfg.Addr, rcfg.Topic, rcfg.Partitions = o.RelayAddr, s.Topic, int(s.Partitions)
-	rcfg.ManagementURL = "http://" + o.ManagementAddr
-	radm := admin.New(log)
-	rel, err := relay.New(rcfg, verifier, log, radm.Registry)
-	if err != nil {
-		return fmt.Errorf("relay: %w", err)
-	}
-	radm.AddCheck("relay", rel.Ready)
-
-	type runner interface{ Run(context.Context) error }
-	for _, svc := range []struct {
-		name  string
-		admin *admin.Server
-		addr  string
-		run   runner
-	}{
-		{"controller", cadm, o.ControllerAdmin, ctrl},
-		{"cacher", kadm, o.CacherAdmin, cach},
-		{"management", madm, o.ManagementAdmin, mgmt},
-		{"relay", radm, o.RelayAdmin, rel},
-	} {
-		if err := svc.admin.Listen(svc.addr); err != nil {
-			return fmt.Errorf("%s admin listener: %w", svc.name, err)
+	for _, c := range svcs.Commands() {
+		svc, err := c.Build(ctx, o.Log, assembly.Deps{Store: s.Store})
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Name(), err)
 		}
-		s.Admin[svc.name] = "http://" + svc.admin.Addr()
+		if err := svc.Listen(); err != nil {
+			return err
+		}
+		s.Admin[svc.Name] = "http://" + svc.Admin.Addr()
 		// Each service has its own context so that shutdown can go in
 		// reverse start order: relays drain first, controllers flush last.
 		svcCtx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		s.goRun(&wg, svc.name+" admin", func() error { return svc.admin.Serve(svcCtx) })
-		s.goRun(&wg, svc.name, func() error { return svc.run.Run(svcCtx) })
-		s.running = append(s.running, running{svc.name, stop, &wg})
+		s.goRun(&wg, svc.Name, func() error { return svc.Serve(svcCtx, o.Log) })
+		s.running = append(s.running, running{svc.Name, stop, &wg})
 	}
 	s.RelayURL = "ws://" + o.RelayAddr + "/connection/websocket"
 	s.ControllerAddr = o.ControllerAddr
@@ -339,6 +367,20 @@ func (s *Stack) startServices(ctx context.Context) error {
 
 	// Readiness: wait until every service answers /readyz.
 	return s.waitReady(ctx, 60*time.Second)
+}
+
+func firstOr(list []string, def string) string {
+	if len(list) > 0 {
+		return list[0]
+	}
+	return def
+}
+
+func orDefault(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
 }
 
 type running struct {
@@ -424,14 +466,6 @@ func (s *Stack) waitReady(ctx context.Context, timeout time.Duration) error {
 		}
 	}
 	return nil
-}
-
-// fill gives a service config its flag defaults (documented default, or the
-// HERALD_* environment).
-func fill(register func(*flag.FlagSet)) {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	register(fs)
-	_ = fs.Parse(nil)
 }
 
 var (

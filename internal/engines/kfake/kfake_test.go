@@ -1,7 +1,8 @@
-package kafka
+package kfake
 
 import (
 	"context"
+	"github.com/herald-chat/herald/internal/kafka"
 	"strings"
 	"testing"
 	"time"
@@ -18,10 +19,10 @@ func TestTopicCreatedAndPersisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Idempotent for the same count; refused for another count.
-	if err := EnsureTopic(ctx, k.Brokers(), "herald.test", 3); err != nil {
+	if _, err := kafka.EnsureTopic(ctx, k.Brokers(), "herald.test", 3); err != nil {
 		t.Fatalf("same count: %v", err)
 	}
-	if err := EnsureTopic(ctx, k.Brokers(), "herald.test", 4); err == nil || !strings.Contains(err.Error(), "fixed at creation") {
+	if _, err := kafka.EnsureTopic(ctx, k.Brokers(), "herald.test", 4); err == nil || !strings.Contains(err.Error(), "fixed at creation") {
 		t.Fatalf("other count: %v", err)
 	}
 	k.Close()
@@ -32,7 +33,7 @@ func TestTopicCreatedAndPersisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k2.Close()
-	if err := EnsureTopic(ctx, k2.Brokers(), "herald.test", 4); err == nil {
+	if _, err := kafka.EnsureTopic(ctx, k2.Brokers(), "herald.test", 4); err == nil {
 		t.Fatal("topic lost across a restart")
 	}
 }
