@@ -58,6 +58,7 @@ import (
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/management/webui"
 )
 
 //go:embed openapi.json
@@ -80,6 +81,11 @@ type Config struct {
 	// (HERALD_MANAGEMENT_CACHE_BYTES). 0 disables caching only when set
 	// explicitly through New's caller; RegisterFlags defaults to 64 MiB.
 	CacheBytes int
+	// Web is the chat page (package webui), off by default.
+	Web webui.Config
+	// DevTokens, set only by `herald dev` (no flag), serves the page's
+	// POST /dev/token; without it that route is a 404.
+	DevTokens *webui.DevTokens
 }
 
 // RegisterFlags binds the config to flags (flag > HERALD_* env > default):
@@ -87,6 +93,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.Addr, "management-addr", "HERALD_MANAGEMENT_ADDR", "127.0.0.1:8080", "management REST API address")
 	config.Int(fs, &c.CacheBytes, "management-cache-bytes", "HERALD_MANAGEMENT_CACHE_BYTES", 64<<20, "bytes of decoded archive chunks cached in memory")
+	c.Web.RegisterFlags(fs)
 }
 
 // Validate reports configuration errors naming the flag and env variable.
@@ -97,7 +104,7 @@ func (c *Config) Validate() error {
 	if c.CacheBytes < 0 {
 		return fmt.Errorf("-management-cache-bytes (HERALD_MANAGEMENT_CACHE_BYTES) %d: must not be negative", c.CacheBytes)
 	}
-	return nil
+	return c.Web.Validate()
 }
 
 type metrics struct {
@@ -161,6 +168,7 @@ type Server struct {
 	m        *metrics
 	cache    *chunkCache
 	k        uint64
+	web      *webui.UI // nil unless cfg.Web.Enabled
 }
 
 // New returns the management service over st and arc; verifier checks the
@@ -185,8 +193,14 @@ func New(cfg Config, st store.Store, arc *archive.Client, verifier *auth.Verifie
 	if err != nil {
 		return nil, err
 	}
+	var web *webui.UI
+	if cfg.Web.Enabled {
+		if web, err = webui.New(cfg.Web, cfg.DevTokens, log.With("service", "management")); err != nil {
+			return nil, err
+		}
+	}
 	return &Server{
-		cfg: cfg, st: st, arc: arc, verifier: verifier, log: log.With("service", "management"), m: m,
+		web: web, cfg: cfg, st: st, arc: arc, verifier: verifier, log: log.With("service", "management"), m: m,
 		cache: newChunkCache(int64(cfg.CacheBytes), func(n int64) { m.cacheBytes.Set(float64(n)) }),
 		k:     uint64(arc.ChunkSize()),
 	}, nil
@@ -238,6 +252,9 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
 	})
+	if s.web != nil {
+		s.web.Register(mux)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
