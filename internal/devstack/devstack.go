@@ -36,6 +36,7 @@ import (
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
 	"github.com/herald-chat/herald/management"
+	"github.com/herald-chat/herald/management/webui"
 	"github.com/herald-chat/herald/relay"
 )
 
@@ -280,6 +281,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 	var mcfg management.Config
 	fill(mcfg.RegisterFlags)
 	mcfg.Addr = o.ManagementAddr
+	// The chat page, with tokens for any name: dev only.
+	mcfg.Web.Enabled = true
+	mcfg.DevTokens = &webui.DevTokens{Secret: o.TokenSecret, RelayURL: "ws://" + o.RelayAddr + "/connection/websocket"}
 	madm := admin.New(log)
 	mgmt, err := management.New(mcfg, s.Store, arc, verifier, log, madm.Registry)
 	if err != nil {
