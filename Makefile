@@ -8,7 +8,7 @@ GOBIN := $(shell $(GO) env GOPATH)/bin
 # Packages with concurrency, tested again under the race detector.
 RACE_PKGS := ./relay/... ./controller/... ./cacher/... ./management/... ./internal/store/... ./internal/protocol/... ./assembly/... ./devstack/... ./internal/tick/... ./loadtest/...
 
-.PHONY: docs all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps bench clean help cluster cluster-stop cluster-status test-cluster
+.PHONY: docs all build run test test-e2e test-dashboards prometheus vet fmt proto js-deps web-deps bench clean help cluster cluster-stop cluster-status test-cluster
 
 all: build
 
@@ -18,17 +18,26 @@ help: ## list targets
 build: ## build bin/herald
 	$(GO) build -o $(BIN) ./cmd/herald
 
-run: build ## the whole system on embedded engines (kfake, SQLite, versitygw); prints URLs and a token
+run: build web-deps ## the whole system on embedded engines (kfake, SQLite, versitygw); prints URLs and a token
 	./$(BIN) dev
 
-js-deps: ## npm packages for the centrifuge-js end-to-end test
-	@if [ ! -d e2e/js/node_modules/centrifuge ]; then npm ci --prefix e2e/js --no-audit --no-fund; fi
+js-deps: ## npm packages of the JS end-to-end tests (centrifuge-js, playwright-core for the browser test)
+	@if [ ! -d e2e/js/node_modules/playwright-core ] || [ e2e/js/package-lock.json -nt e2e/js/node_modules/.package-lock.json ]; then \
+	  npm ci --prefix e2e/js --no-audit --no-fund; fi
 
-test: js-deps vet ## the full test suite (unit, conformance, end to end, race)
+# The chat page serves centrifuge-js from its npm package (third-party code
+# is not committed): management/webui/package-lock.json pins it. Without npm,
+# `make run` still runs; the page then says how to install it.
+web-deps: ## npm packages the chat page serves (centrifuge-js into management/webui/node_modules)
+	@if ! command -v npm >/dev/null; then echo "npm not found: the chat page will ask for centrifuge-js (apt-get install -y nodejs npm; make web-deps)"; \
+	elif [ ! -d management/webui/node_modules/centrifuge ] || [ management/webui/package-lock.json -nt management/webui/node_modules/.package-lock.json ]; then \
+	  npm ci --prefix management/webui --no-audit --no-fund; fi
+
+test: js-deps web-deps vet ## the full test suite (unit, conformance, end to end, race)
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
 
-test-e2e: js-deps ## only the end-to-end tests
+test-e2e: js-deps web-deps ## only the end-to-end tests
 	$(GO) test -count=1 -v -timeout 10m ./e2e/
 
 vet: ## gofmt check and go vet

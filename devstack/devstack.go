@@ -36,6 +36,7 @@ import (
 	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/storeopen"
+	"github.com/herald-chat/herald/management/webui"
 )
 
 // Dev credentials of the embedded S3. They only guard a loopback listener.
@@ -323,6 +324,9 @@ func (s *Stack) fillSettings() {
 	if !o.setByUser("cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN") {
 		svcs.Cacher.Config.RequireAdmin = false
 	}
+	// The chat page, with tokens for any name: dev only.
+	svcs.Management.Config.Web.Enabled = true
+	svcs.Management.Config.DevTokens = &webui.DevTokens{Secret: o.TokenSecret, RelayURL: "ws://" + o.RelayAddr + "/connection/websocket"}
 	if o.ChunkSize > 0 {
 		svcs.Cacher.S3.ChunkSize, svcs.Management.S3.ChunkSize = o.ChunkSize, o.ChunkSize
 	}

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/herald-chat/herald/internal/config"
+	"github.com/herald-chat/herald/management/webui"
 )
 
 // Config of the management service.
@@ -16,6 +17,11 @@ type Config struct {
 	// (HERALD_MANAGEMENT_CACHE_BYTES). 0 disables caching only when set
 	// explicitly through New's caller; RegisterFlags defaults to 64 MiB.
 	CacheBytes int
+	// Web is the chat page (package webui), off by default.
+	Web webui.Config
+	// DevTokens, set only by `herald dev` (no flag), serves the page's
+	// POST /dev/token; without it that route is a 404.
+	DevTokens *webui.DevTokens
 }
 
 // RegisterFlags binds the config to flags (flag > HERALD_* env > default):
@@ -23,6 +29,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &c.Addr, "management-addr", "HERALD_MANAGEMENT_ADDR", "127.0.0.1:8080", "management REST API address")
 	config.Int(fs, &c.CacheBytes, "management-cache-bytes", "HERALD_MANAGEMENT_CACHE_BYTES", 64<<20, "bytes of decoded archive chunks cached in memory")
+	c.Web.RegisterFlags(fs)
 }
 
 // Validate reports configuration errors naming the flag and env variable.
@@ -33,5 +40,5 @@ func (c *Config) Validate() error {
 	if c.CacheBytes < 0 {
 		return fmt.Errorf("-management-cache-bytes (HERALD_MANAGEMENT_CACHE_BYTES) %d: must not be negative", c.CacheBytes)
 	}
-	return nil
+	return c.Web.Validate()
 }

@@ -52,6 +52,7 @@ import (
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/store"
+	"github.com/herald-chat/herald/management/webui"
 )
 
 //go:embed openapi.json
@@ -76,6 +77,7 @@ type Server struct {
 	m        *metrics
 	cache    *chunkCache
 	k        uint64
+	web      *webui.UI // nil unless cfg.Web.Enabled
 }
 
 // New returns the management service over st and arc; verifier checks the
@@ -100,8 +102,14 @@ func New(cfg Config, st store.Store, arc *archive.Client, verifier *auth.Verifie
 	if err != nil {
 		return nil, err
 	}
+	var web *webui.UI
+	if cfg.Web.Enabled {
+		if web, err = webui.New(cfg.Web, cfg.DevTokens, log.With("service", "management")); err != nil {
+			return nil, err
+		}
+	}
 	return &Server{
-		cfg: cfg, st: st, arc: arc, verifier: verifier, log: log.With("service", "management"), m: m,
+		web: web, cfg: cfg, st: st, arc: arc, verifier: verifier, log: log.With("service", "management"), m: m,
 		cache: newChunkCache(int64(cfg.CacheBytes), func(n int64) { m.cacheBytes.Set(float64(n)) }),
 		k:     uint64(arc.ChunkSize()),
 	}, nil

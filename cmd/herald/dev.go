@@ -86,6 +86,7 @@ func printBanner(w io.Writer, st *devstack.Stack, devSecret bool) {
 		fmt.Fprintf(&b, "  export HERALD_KAFKA_BROKERS=%s HERALD_STORE_URI=%s HERALD_S3_ENDPOINT=%s \\\n", strings.Join(st.Brokers, ","), st.StoreURI, st.S3Endpoint)
 		fmt.Fprintf(&b, "         HERALD_S3_ACCESS_KEY=%s HERALD_S3_SECRET_KEY=%s HERALD_TOKEN_SECRET=%s\n", st.S3AccessKey, st.S3SecretKey, st.TokenSecret)
 	} else {
+		fmt.Fprintf(&b, "  chat page            %s/  (pick a name; built on centrifuge-js)\n", st.ManagementURL)
 		fmt.Fprintf(&b, "  relay WebSocket      %s\n", st.RelayURL)
 		fmt.Fprintf(&b, "  controller gRPC      %s\n", st.ControllerAddr)
 		fmt.Fprintf(&b, "  management REST      %s/v1/channels/{channel}/messages  (OpenAPI: %s/v1/openapi.json)\n", st.ManagementURL, st.ManagementURL)
