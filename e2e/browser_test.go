@@ -10,16 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/herald-chat/herald/internal/archive"
+	"github.com/herald-chat/herald/assembly"
+	"github.com/herald-chat/herald/devstack"
 	"github.com/herald-chat/herald/internal/auth"
-	"github.com/herald-chat/herald/internal/devstack"
 	"github.com/herald-chat/herald/internal/testutil"
-	"github.com/herald-chat/herald/management"
-	"github.com/herald-chat/herald/management/webui"
 )
 
 // chromiumPath is Debian's chromium; HERALD_CHROMIUM overrides it.
@@ -101,30 +100,41 @@ func TestBrowser(t *testing.T) {
 }
 
 // startProductionManagement runs a second management over the stack's store
-// and archive configured as in production: the page on (-management-web),
-// no dev tokens. It returns its base URL.
+// and archive as `herald management` builds it (the assembly, from flags):
+// the page on (-management-web), no dev tokens. It returns its base URL.
 func startProductionManagement(t *testing.T, st *devstack.Stack, sdk string) string {
 	t.Helper()
+	var addrs [2]string
+	for i := range addrs {
+		a, err := devstack.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = a
+	}
+	addr := addrs[0]
+	cmd := assembly.NewManagement()
+	if err := cmd.FlagSet().Parse([]string{
+		"-management-addr=" + addr, "-management-admin-addr=" + addrs[1],
+		"-management-web=true", "-management-web-sdk-dir=" + sdk, "-management-web-relay-url=" + st.RelayURL,
+		"-s3-endpoint=" + st.S3Endpoint, "-s3-bucket=" + st.Bucket,
+		"-s3-access-key=" + st.S3AccessKey, "-s3-secret-key=" + st.S3SecretKey,
+		"-archive-chunk-size=" + strconv.Itoa(chunkSize), "-token-secret=" + st.TokenSecret,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	arc, err := archive.New(ctx, archive.Config{Endpoint: st.S3Endpoint, Bucket: st.Bucket,
-		AccessKey: st.S3AccessKey, SecretKey: st.S3SecretKey, ChunkSize: chunkSize})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	addr, err := devstack.FreeAddr()
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	cfg := management.Config{Addr: addr, Web: webui.Config{Enabled: true, SDKDir: sdk, RelayURL: st.RelayURL}}
-	srv, err := management.New(cfg, st.Store, arc, auth.NewVerifier(st.TokenSecret), slog.New(slog.DiscardHandler), nil)
+	log := slog.New(slog.DiscardHandler)
+	svc, err := cmd.Build(ctx, log, assembly.Deps{Store: st.Store})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	go func() { done <- errors.Join(svc.Serve(ctx, log), svc.Close()) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
