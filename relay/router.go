@@ -617,29 +617,46 @@ func (r *router) recheckOne(ctx context.Context, sh *shard, e *entry, since uint
 			pubs, ok = r.srv.recoverRange(ctx, e.ch, since, epoch, top)
 		}
 	}
-	b := r.newBatch()
-	sh.mu.Lock()
-	if sh.m[e.ch] != e || e.state != entryRechecking {
-		sh.mu.Unlock()
-		return
-	}
-	e.state = entrySynced
-	if ok && e.epoch == "" {
-		e.epoch = epoch
-	}
-	if ok {
-		for _, p := range pubs {
-			r.applyLocked(e, p, b)
+	r.settle(sh, e, entryRechecking, pubs, ok, top, func() {
+		if ok && e.epoch == "" {
+			e.epoch = epoch
 		}
-	}
-	if !ok || e.last < top {
-		b.add(e, item{kind: itemReset, ch: e.ch})
+	}, func() {
 		switch {
 		case err == nil && !ok:
 			e.epoch, e.last = resp.GetEpoch(), resp.GetOffset()
 		case e.last < top:
 			e.last = top
 		}
+	})
+}
+
+// settle ends a re-check or gap fill of e, which must still be the shard's
+// entry for its channel and in state want (else it was replaced or moved on
+// meanwhile and nothing happens). Under the shard lock it marks e synced,
+// runs adopt, applies pubs when ok and, when the channel could not be
+// brought up to target, tells the subscribers to recover (itemReset) and
+// runs reset to set the position; then it releases what was held and
+// broadcasts. adopt and reset run under sh.mu and must not block.
+func (r *router) settle(sh *shard, e *entry, want entryState, pubs []*heraldv1.Publication, ok bool, target uint64, adopt, reset func()) {
+	b := r.newBatch()
+	sh.mu.Lock()
+	if sh.m[e.ch] != e || e.state != want {
+		sh.mu.Unlock()
+		return
+	}
+	e.state = entrySynced
+	if adopt != nil {
+		adopt()
+	}
+	if ok {
+		for _, p := range pubs {
+			r.applyLocked(e, p, b)
+		}
+	}
+	if !ok || e.last < target {
+		b.add(e, item{kind: itemReset, ch: e.ch})
+		reset()
 	}
 	r.drainLocked(e, b)
 	sh.mu.Unlock()
@@ -773,28 +790,12 @@ func (r *router) fill(ctx context.Context, sh *shard, e *entry, since uint64, ep
 	if target > since {
 		pubs, ok = r.srv.recoverRange(ctx, e.ch, since, epoch, target)
 	}
-	b := r.newBatch()
-	sh.mu.Lock()
-	if sh.m[e.ch] != e || e.state != entryFilling {
-		sh.mu.Unlock()
-		return
-	}
-	e.state = entrySynced
-	if ok {
-		for _, p := range pubs {
-			r.applyLocked(e, p, b)
-		}
-	}
-	if !ok || e.last < target {
+	r.settle(sh, e, entryFilling, pubs, ok, target, nil, func() {
 		// Out of reach: skip ahead; subscribers must recover themselves.
-		b.add(e, item{kind: itemReset, ch: e.ch})
 		if e.last < target {
 			e.last = target
 		}
-	}
-	r.drainLocked(e, b)
-	sh.mu.Unlock()
-	r.dispatch(b)
+	})
 }
 
 func minSeq(ps []*heraldv1.Publication) uint64 {
