@@ -43,6 +43,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/config"
+	"github.com/herald-chat/herald/internal/httpjson"
 )
 
 //go:embed static
@@ -213,7 +214,7 @@ func (u *UI) handleConfig(w http.ResponseWriter, r *http.Request) {
 	if !c.SDK {
 		c.SDKHelp = u.sdkHelp()
 	}
-	writeJSON(w, http.StatusOK, c)
+	httpjson.Write(w, http.StatusOK, c)
 }
 
 func (u *UI) sdkInstalled() bool {
@@ -264,11 +265,6 @@ type tokenResponse struct {
 	ExpiresAt string   `json:"expires_at"`
 }
 
-type errorBody struct {
-	Error     string `json:"error"`
-	Parameter string `json:"parameter,omitempty"`
-}
-
 // handleDevToken signs a connection token for the asked name: server-side
 // channels DevTokens.Channels and sub/pub/hst on chat:* (join any room by
 // name).
@@ -276,11 +272,11 @@ func (u *UI) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	var req tokenRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 4<<10))
 	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "body must be JSON like {\"name\":\"alice\"}"})
+		httpjson.WriteError(w, http.StatusBadRequest, "body must be JSON like {\"name\":\"alice\"}")
 		return
 	}
 	if !validName.MatchString(req.Name) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "name must be 1 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit", Parameter: "name"})
+		httpjson.BadParameter(w, "name", "name must be 1 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit")
 		return
 	}
 	claims := auth.NewClaims(req.Name, u.dev.Channels, u.dev.TTL)
@@ -291,10 +287,10 @@ func (u *UI) handleDevToken(w http.ResponseWriter, r *http.Request) {
 	tok, err := auth.Sign(u.dev.Secret, claims)
 	if err != nil {
 		u.log.Error("signing a dev token", "error", err)
-		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "could not sign a token"})
+		httpjson.WriteError(w, http.StatusInternalServerError, "could not sign a token")
 		return
 	}
-	writeJSON(w, http.StatusOK, tokenResponse{Token: tok, URL: browserURL(u.dev.RelayURL, r), Channels: u.dev.Channels,
+	httpjson.Write(w, http.StatusOK, tokenResponse{Token: tok, URL: browserURL(u.dev.RelayURL, r), Channels: u.dev.Channels,
 		ExpiresAt: claims.RegisteredClaims.ExpiresAt.UTC().Format(time.RFC3339)})
 }
 
@@ -317,11 +313,4 @@ func browserURL(relay string, r *http.Request) string {
 		u.Host = net.JoinHostPort(reqHost, port)
 	}
 	return u.String()
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/httpjson"
 )
 
 // fakeSDK writes a stand-in centrifuge package and returns its directory.
@@ -97,7 +98,7 @@ func TestDevTokenRejectsBadNames(t *testing.T) {
 		`{"name":"` + strings.Repeat("a", 33) + `"}`, `{"name":"ünï"}`, `not json`, ``,
 	} {
 		code, h, b := do(t, "POST", srv.URL+"/dev/token", body)
-		var e errorBody
+		var e httpjson.Error
 		if code != http.StatusBadRequest || h.Get("Content-Type") != "application/json" || json.Unmarshal(b, &e) != nil || e.Error == "" {
 			t.Errorf("body %q: %d %s %s, want a JSON 400", body, code, h.Get("Content-Type"), b)
 		}
