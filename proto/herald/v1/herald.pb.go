@@ -198,6 +198,8 @@ type RelayMessage struct {
 	//
 	//	*RelayMessage_Hello
 	//	*RelayMessage_Interest
+	//	*RelayMessage_Presence
+	//	*RelayMessage_Reply
 	Kind          isRelayMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -258,6 +260,24 @@ func (x *RelayMessage) GetInterest() *InterestDelta {
 	return nil
 }
 
+func (x *RelayMessage) GetPresence() *PresenceDelta {
+	if x != nil {
+		if x, ok := x.Kind.(*RelayMessage_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *RelayMessage) GetReply() *CommandReply {
+	if x != nil {
+		if x, ok := x.Kind.(*RelayMessage_Reply); ok {
+			return x.Reply
+		}
+	}
+	return nil
+}
+
 type isRelayMessage_Kind interface {
 	isRelayMessage_Kind()
 }
@@ -270,9 +290,21 @@ type RelayMessage_Interest struct {
 	Interest *InterestDelta `protobuf:"bytes,2,opt,name=interest,proto3,oneof"`
 }
 
+type RelayMessage_Presence struct {
+	Presence *PresenceDelta `protobuf:"bytes,3,opt,name=presence,proto3,oneof"`
+}
+
+type RelayMessage_Reply struct {
+	Reply *CommandReply `protobuf:"bytes,4,opt,name=reply,proto3,oneof"`
+}
+
 func (*RelayMessage_Hello) isRelayMessage_Kind() {}
 
 func (*RelayMessage_Interest) isRelayMessage_Kind() {}
+
+func (*RelayMessage_Presence) isRelayMessage_Kind() {}
+
+func (*RelayMessage_Reply) isRelayMessage_Kind() {}
 
 // Hello is the first message of a relay stream.
 type Hello struct {
@@ -374,12 +406,214 @@ func (x *InterestDelta) GetRemove() []string {
 	return nil
 }
 
+// PresenceDelta reports members joining and leaving channels with presence
+// on this relay. A relay sends it to every controller (like interest), so a
+// controller that gains a partition already holds its channels' presence;
+// the first PresenceDelta of a stream has full=true and carries the relay's
+// whole presence set, which replaces what the controller held for it.
+type PresenceDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Full          bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Changes       []*PresenceChange      `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceDelta) Reset() {
+	*x = PresenceDelta{}
+	mi := &file_herald_v1_herald_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceDelta) ProtoMessage() {}
+
+func (x *PresenceDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceDelta.ProtoReflect.Descriptor instead.
+func (*PresenceDelta) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PresenceDelta) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *PresenceDelta) GetChanges() []*PresenceChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+type PresenceChange struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Client  *ClientInfo            `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	// leave: the client left the channel (else it joined).
+	Leave bool `protobuf:"varint,3,opt,name=leave,proto3" json:"leave,omitempty"`
+	// join_leave: the channel's namespace pushes join/leave to subscribers,
+	// so the owner emits a PresenceEvent for this change.
+	JoinLeave     bool `protobuf:"varint,4,opt,name=join_leave,json=joinLeave,proto3" json:"join_leave,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceChange) Reset() {
+	*x = PresenceChange{}
+	mi := &file_herald_v1_herald_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChange) ProtoMessage() {}
+
+func (x *PresenceChange) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
+func (*PresenceChange) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PresenceChange) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PresenceChange) GetClient() *ClientInfo {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *PresenceChange) GetLeave() bool {
+	if x != nil {
+		return x.Leave
+	}
+	return false
+}
+
+func (x *PresenceChange) GetJoinLeave() bool {
+	if x != nil {
+		return x.JoinLeave
+	}
+	return false
+}
+
+// ClientInfo is one member of a channel's presence, as the Centrifugo
+// protocol's ClientInfo.
+type ClientInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Client string                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	User   string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// conn_info: raw JSON of the connection token's info claim.
+	ConnInfo []byte `protobuf:"bytes,3,opt,name=conn_info,json=connInfo,proto3" json:"conn_info,omitempty"`
+	// chan_info: raw JSON of the subscription token's info claim.
+	ChanInfo      []byte `protobuf:"bytes,4,opt,name=chan_info,json=chanInfo,proto3" json:"chan_info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientInfo) Reset() {
+	*x = ClientInfo{}
+	mi := &file_herald_v1_herald_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientInfo) ProtoMessage() {}
+
+func (x *ClientInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientInfo.ProtoReflect.Descriptor instead.
+func (*ClientInfo) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClientInfo) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *ClientInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ClientInfo) GetConnInfo() []byte {
+	if x != nil {
+		return x.ConnInfo
+	}
+	return nil
+}
+
+func (x *ClientInfo) GetChanInfo() []byte {
+	if x != nil {
+		return x.ChanInfo
+	}
+	return nil
+}
+
 type ControllerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*ControllerMessage_Batch
 	//	*ControllerMessage_Ownership
+	//	*ControllerMessage_Presence
+	//	*ControllerMessage_Command
 	Kind          isControllerMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -387,7 +621,7 @@ type ControllerMessage struct {
 
 func (x *ControllerMessage) Reset() {
 	*x = ControllerMessage{}
-	mi := &file_herald_v1_herald_proto_msgTypes[5]
+	mi := &file_herald_v1_herald_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +633,7 @@ func (x *ControllerMessage) String() string {
 func (*ControllerMessage) ProtoMessage() {}
 
 func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[5]
+	mi := &file_herald_v1_herald_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +646,7 @@ func (x *ControllerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControllerMessage.ProtoReflect.Descriptor instead.
 func (*ControllerMessage) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{5}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ControllerMessage) GetKind() isControllerMessage_Kind {
@@ -440,6 +674,24 @@ func (x *ControllerMessage) GetOwnership() *Ownership {
 	return nil
 }
 
+func (x *ControllerMessage) GetPresence() *PresenceEvents {
+	if x != nil {
+		if x, ok := x.Kind.(*ControllerMessage_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *ControllerMessage) GetCommand() *Command {
+	if x != nil {
+		if x, ok := x.Kind.(*ControllerMessage_Command); ok {
+			return x.Command
+		}
+	}
+	return nil
+}
+
 type isControllerMessage_Kind interface {
 	isControllerMessage_Kind()
 }
@@ -452,9 +704,1048 @@ type ControllerMessage_Ownership struct {
 	Ownership *Ownership `protobuf:"bytes,2,opt,name=ownership,proto3,oneof"`
 }
 
+type ControllerMessage_Presence struct {
+	Presence *PresenceEvents `protobuf:"bytes,3,opt,name=presence,proto3,oneof"`
+}
+
+type ControllerMessage_Command struct {
+	Command *Command `protobuf:"bytes,4,opt,name=command,proto3,oneof"`
+}
+
 func (*ControllerMessage_Batch) isControllerMessage_Kind() {}
 
 func (*ControllerMessage_Ownership) isControllerMessage_Kind() {}
+
+func (*ControllerMessage_Presence) isControllerMessage_Kind() {}
+
+func (*ControllerMessage_Command) isControllerMessage_Kind() {}
+
+// PresenceEvents are coalesced join/leave pushes the channel's owner sends
+// to the relays interested in the channel.
+type PresenceEvents struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*PresenceEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceEvents) Reset() {
+	*x = PresenceEvents{}
+	mi := &file_herald_v1_herald_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceEvents) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceEvents) ProtoMessage() {}
+
+func (x *PresenceEvents) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceEvents.ProtoReflect.Descriptor instead.
+func (*PresenceEvents) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PresenceEvents) GetEvents() []*PresenceEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type PresenceEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Client        *ClientInfo            `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	Leave         bool                   `protobuf:"varint,3,opt,name=leave,proto3" json:"leave,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceEvent) Reset() {
+	*x = PresenceEvent{}
+	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceEvent) ProtoMessage() {}
+
+func (x *PresenceEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceEvent.ProtoReflect.Descriptor instead.
+func (*PresenceEvent) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PresenceEvent) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PresenceEvent) GetClient() *ClientInfo {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *PresenceEvent) GetLeave() bool {
+	if x != nil {
+		return x.Leave
+	}
+	return false
+}
+
+// Command is a server API command a controller forwards to a relay; the
+// relay answers a CommandReply with the same id on its stream.
+type Command struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Command_Disconnect
+	//	*Command_Unsubscribe
+	//	*Command_Channels
+	//	*Command_Info
+	Kind          isCommand_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Command) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Command) GetKind() isCommand_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Command) GetDisconnect() *DisconnectCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUnsubscribe() *UnsubscribeCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Unsubscribe); ok {
+			return x.Unsubscribe
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetChannels() *ChannelsQuery {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Channels); ok {
+			return x.Channels
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetInfo() *InfoQuery {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_Info); ok {
+			return x.Info
+		}
+	}
+	return nil
+}
+
+type isCommand_Kind interface {
+	isCommand_Kind()
+}
+
+type Command_Disconnect struct {
+	Disconnect *DisconnectCommand `protobuf:"bytes,2,opt,name=disconnect,proto3,oneof"`
+}
+
+type Command_Unsubscribe struct {
+	Unsubscribe *UnsubscribeCommand `protobuf:"bytes,3,opt,name=unsubscribe,proto3,oneof"`
+}
+
+type Command_Channels struct {
+	Channels *ChannelsQuery `protobuf:"bytes,4,opt,name=channels,proto3,oneof"`
+}
+
+type Command_Info struct {
+	Info *InfoQuery `protobuf:"bytes,5,opt,name=info,proto3,oneof"`
+}
+
+func (*Command_Disconnect) isCommand_Kind() {}
+
+func (*Command_Unsubscribe) isCommand_Kind() {}
+
+func (*Command_Channels) isCommand_Kind() {}
+
+func (*Command_Info) isCommand_Kind() {}
+
+// DisconnectCommand closes the user's connections (only the one with this
+// client id if set) with code and reason.
+type DisconnectCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Code          uint32                 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Client        string                 `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisconnectCommand) Reset() {
+	*x = DisconnectCommand{}
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisconnectCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisconnectCommand) ProtoMessage() {}
+
+func (x *DisconnectCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisconnectCommand.ProtoReflect.Descriptor instead.
+func (*DisconnectCommand) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *DisconnectCommand) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DisconnectCommand) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DisconnectCommand) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+// UnsubscribeCommand removes the user (only this client if set) from the
+// channel and tells it (unsubscribe push).
+type UnsubscribeCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Channel       string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeCommand) Reset() {
+	*x = UnsubscribeCommand{}
+	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeCommand) ProtoMessage() {}
+
+func (x *UnsubscribeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeCommand.ProtoReflect.Descriptor instead.
+func (*UnsubscribeCommand) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UnsubscribeCommand) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UnsubscribeCommand) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *UnsubscribeCommand) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+// ChannelsQuery asks for channels with at least one local subscriber whose
+// name matches pattern (empty: all; Go path.Match / Centrifugo-style glob).
+type ChannelsQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pattern       string                 `protobuf:"bytes,1,opt,name=pattern,proto3" json:"pattern,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelsQuery) Reset() {
+	*x = ChannelsQuery{}
+	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelsQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelsQuery) ProtoMessage() {}
+
+func (x *ChannelsQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelsQuery.ProtoReflect.Descriptor instead.
+func (*ChannelsQuery) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChannelsQuery) GetPattern() string {
+	if x != nil {
+		return x.Pattern
+	}
+	return ""
+}
+
+type InfoQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InfoQuery) Reset() {
+	*x = InfoQuery{}
+	mi := &file_herald_v1_herald_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InfoQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InfoQuery) ProtoMessage() {}
+
+func (x *InfoQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InfoQuery.ProtoReflect.Descriptor instead.
+func (*InfoQuery) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{15}
+}
+
+type CommandReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// affected: connections disconnected or unsubscribed.
+	Affected      uint32          `protobuf:"varint,2,opt,name=affected,proto3" json:"affected,omitempty"`
+	Channels      []*ChannelCount `protobuf:"bytes,3,rep,name=channels,proto3" json:"channels,omitempty"`
+	Info          *NodeInfo       `protobuf:"bytes,4,opt,name=info,proto3" json:"info,omitempty"`
+	Error         string          `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandReply) Reset() {
+	*x = CommandReply{}
+	mi := &file_herald_v1_herald_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandReply) ProtoMessage() {}
+
+func (x *CommandReply) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandReply.ProtoReflect.Descriptor instead.
+func (*CommandReply) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CommandReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CommandReply) GetAffected() uint32 {
+	if x != nil {
+		return x.Affected
+	}
+	return 0
+}
+
+func (x *CommandReply) GetChannels() []*ChannelCount {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *CommandReply) GetInfo() *NodeInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *CommandReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ChannelCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Subscribers   uint32                 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChannelCount) Reset() {
+	*x = ChannelCount{}
+	mi := &file_herald_v1_herald_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChannelCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChannelCount) ProtoMessage() {}
+
+func (x *ChannelCount) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChannelCount.ProtoReflect.Descriptor instead.
+func (*ChannelCount) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ChannelCount) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ChannelCount) GetSubscribers() uint32 {
+	if x != nil {
+		return x.Subscribers
+	}
+	return 0
+}
+
+// NodeInfo describes one relay or controller for the server API's info.
+type NodeInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// kind: "relay" or "controller".
+	Kind          string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Connections   uint32 `protobuf:"varint,3,opt,name=connections,proto3" json:"connections,omitempty"`
+	Subscriptions uint32 `protobuf:"varint,4,opt,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	Channels      uint32 `protobuf:"varint,5,opt,name=channels,proto3" json:"channels,omitempty"`
+	UptimeSeconds int64  `protobuf:"varint,6,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
+	Version       string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_herald_v1_herald_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NodeInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetConnections() uint32 {
+	if x != nil {
+		return x.Connections
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetSubscriptions() uint32 {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetChannels() uint32 {
+	if x != nil {
+		return x.Channels
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetUptimeSeconds() int64 {
+	if x != nil {
+		return x.UptimeSeconds
+	}
+	return 0
+}
+
+func (x *NodeInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+type PresenceRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Channel string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// stats_only: answer the counts, not the members.
+	StatsOnly     bool `protobuf:"varint,2,opt,name=stats_only,json=statsOnly,proto3" json:"stats_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRequest) Reset() {
+	*x = PresenceRequest{}
+	mi := &file_herald_v1_herald_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRequest) ProtoMessage() {}
+
+func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
+func (*PresenceRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PresenceRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PresenceRequest) GetStatsOnly() bool {
+	if x != nil {
+		return x.StatsOnly
+	}
+	return false
+}
+
+type PresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// owned is false when this controller does not own the channel's
+	// partition: ask its owner.
+	Owned         bool          `protobuf:"varint,1,opt,name=owned,proto3" json:"owned,omitempty"`
+	Clients       []*ClientInfo `protobuf:"bytes,2,rep,name=clients,proto3" json:"clients,omitempty"`
+	NumClients    uint32        `protobuf:"varint,3,opt,name=num_clients,json=numClients,proto3" json:"num_clients,omitempty"`
+	NumUsers      uint32        `protobuf:"varint,4,opt,name=num_users,json=numUsers,proto3" json:"num_users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResponse) Reset() {
+	*x = PresenceResponse{}
+	mi := &file_herald_v1_herald_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResponse) ProtoMessage() {}
+
+func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
+func (*PresenceResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PresenceResponse) GetOwned() bool {
+	if x != nil {
+		return x.Owned
+	}
+	return false
+}
+
+func (x *PresenceResponse) GetClients() []*ClientInfo {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *PresenceResponse) GetNumClients() uint32 {
+	if x != nil {
+		return x.NumClients
+	}
+	return 0
+}
+
+func (x *PresenceResponse) GetNumUsers() uint32 {
+	if x != nil {
+		return x.NumUsers
+	}
+	return 0
+}
+
+// ControlRequest carries the command to run on every relay (its id is set
+// by the controller).
+type ControlRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       *Command               `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlRequest) Reset() {
+	*x = ControlRequest{}
+	mi := &file_herald_v1_herald_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlRequest) ProtoMessage() {}
+
+func (x *ControlRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlRequest.ProtoReflect.Descriptor instead.
+func (*ControlRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ControlRequest) GetCommand() *Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type ControlResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// replies: one per relay that answered within the controller's timeout.
+	Replies []*CommandReply `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	// relays: relays with a stream open when the command was sent.
+	Relays        uint32    `protobuf:"varint,2,opt,name=relays,proto3" json:"relays,omitempty"`
+	Controller    *NodeInfo `protobuf:"bytes,3,opt,name=controller,proto3" json:"controller,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlResponse) Reset() {
+	*x = ControlResponse{}
+	mi := &file_herald_v1_herald_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlResponse) ProtoMessage() {}
+
+func (x *ControlResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlResponse.ProtoReflect.Descriptor instead.
+func (*ControlResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ControlResponse) GetReplies() []*CommandReply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+func (x *ControlResponse) GetRelays() uint32 {
+	if x != nil {
+		return x.Relays
+	}
+	return 0
+}
+
+func (x *ControlResponse) GetController() *NodeInfo {
+	if x != nil {
+		return x.Controller
+	}
+	return nil
+}
+
+type PublishedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	Partition     int32                  `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishedRequest) Reset() {
+	*x = PublishedRequest{}
+	mi := &file_herald_v1_herald_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishedRequest) ProtoMessage() {}
+
+func (x *PublishedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishedRequest.ProtoReflect.Descriptor instead.
+func (*PublishedRequest) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PublishedRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *PublishedRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PublishedRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type PublishedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Owned bool                   `protobuf:"varint,1,opt,name=owned,proto3" json:"owned,omitempty"`
+	Epoch string                 `protobuf:"bytes,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// offset: the seq of the record (of the first one when duplicate).
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Duplicate     bool   `protobuf:"varint,4,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishedResponse) Reset() {
+	*x = PublishedResponse{}
+	mi := &file_herald_v1_herald_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishedResponse) ProtoMessage() {}
+
+func (x *PublishedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_herald_v1_herald_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishedResponse.ProtoReflect.Descriptor instead.
+func (*PublishedResponse) Descriptor() ([]byte, []int) {
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PublishedResponse) GetOwned() bool {
+	if x != nil {
+		return x.Owned
+	}
+	return false
+}
+
+func (x *PublishedResponse) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *PublishedResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *PublishedResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
 
 type PublicationBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -465,7 +1756,7 @@ type PublicationBatch struct {
 
 func (x *PublicationBatch) Reset() {
 	*x = PublicationBatch{}
-	mi := &file_herald_v1_herald_proto_msgTypes[6]
+	mi := &file_herald_v1_herald_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +1768,7 @@ func (x *PublicationBatch) String() string {
 func (*PublicationBatch) ProtoMessage() {}
 
 func (x *PublicationBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[6]
+	mi := &file_herald_v1_herald_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +1781,7 @@ func (x *PublicationBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicationBatch.ProtoReflect.Descriptor instead.
 func (*PublicationBatch) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{6}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PublicationBatch) GetPublications() []*Publication {
@@ -513,7 +1804,7 @@ type Ownership struct {
 
 func (x *Ownership) Reset() {
 	*x = Ownership{}
-	mi := &file_herald_v1_herald_proto_msgTypes[7]
+	mi := &file_herald_v1_herald_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +1816,7 @@ func (x *Ownership) String() string {
 func (*Ownership) ProtoMessage() {}
 
 func (x *Ownership) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[7]
+	mi := &file_herald_v1_herald_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +1829,7 @@ func (x *Ownership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ownership.ProtoReflect.Descriptor instead.
 func (*Ownership) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{7}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Ownership) GetControllerId() string {
@@ -579,7 +1870,7 @@ type RecoverRequest struct {
 
 func (x *RecoverRequest) Reset() {
 	*x = RecoverRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[8]
+	mi := &file_herald_v1_herald_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +1882,7 @@ func (x *RecoverRequest) String() string {
 func (*RecoverRequest) ProtoMessage() {}
 
 func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[8]
+	mi := &file_herald_v1_herald_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +1895,7 @@ func (x *RecoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverRequest.ProtoReflect.Descriptor instead.
 func (*RecoverRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{8}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecoverRequest) GetChannel() string {
@@ -649,7 +1940,7 @@ type RecoverResponse struct {
 
 func (x *RecoverResponse) Reset() {
 	*x = RecoverResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[9]
+	mi := &file_herald_v1_herald_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1952,7 @@ func (x *RecoverResponse) String() string {
 func (*RecoverResponse) ProtoMessage() {}
 
 func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[9]
+	mi := &file_herald_v1_herald_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1965,7 @@ func (x *RecoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoverResponse.ProtoReflect.Descriptor instead.
 func (*RecoverResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{9}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RecoverResponse) GetEpoch() string {
@@ -715,7 +2006,7 @@ type PositionsRequest struct {
 
 func (x *PositionsRequest) Reset() {
 	*x = PositionsRequest{}
-	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	mi := &file_herald_v1_herald_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +2018,7 @@ func (x *PositionsRequest) String() string {
 func (*PositionsRequest) ProtoMessage() {}
 
 func (x *PositionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[10]
+	mi := &file_herald_v1_herald_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +2031,7 @@ func (x *PositionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionsRequest.ProtoReflect.Descriptor instead.
 func (*PositionsRequest) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{10}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PositionsRequest) GetChannels() []string {
@@ -761,7 +2052,7 @@ type PositionsResponse struct {
 
 func (x *PositionsResponse) Reset() {
 	*x = PositionsResponse{}
-	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	mi := &file_herald_v1_herald_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +2064,7 @@ func (x *PositionsResponse) String() string {
 func (*PositionsResponse) ProtoMessage() {}
 
 func (x *PositionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[11]
+	mi := &file_herald_v1_herald_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +2077,7 @@ func (x *PositionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PositionsResponse.ProtoReflect.Descriptor instead.
 func (*PositionsResponse) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{11}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PositionsResponse) GetPositions() []*Position {
@@ -810,7 +2101,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	mi := &file_herald_v1_herald_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +2113,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_herald_v1_herald_proto_msgTypes[12]
+	mi := &file_herald_v1_herald_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +2126,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_herald_v1_herald_proto_rawDescGZIP(), []int{12}
+	return file_herald_v1_herald_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Position) GetEpoch() string {
@@ -876,20 +2167,110 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12,\n" +
-	"\amessage\x18\x04 \x01(\v2\x12.herald.v1.MessageR\amessage\"x\n" +
+	"\amessage\x18\x04 \x01(\v2\x12.herald.v1.MessageR\amessage\"\xe1\x01\n" +
 	"\fRelayMessage\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.herald.v1.HelloH\x00R\x05hello\x126\n" +
-	"\binterest\x18\x02 \x01(\v2\x18.herald.v1.InterestDeltaH\x00R\binterestB\x06\n" +
+	"\binterest\x18\x02 \x01(\v2\x18.herald.v1.InterestDeltaH\x00R\binterest\x126\n" +
+	"\bpresence\x18\x03 \x01(\v2\x18.herald.v1.PresenceDeltaH\x00R\bpresence\x12/\n" +
+	"\x05reply\x18\x04 \x01(\v2\x17.herald.v1.CommandReplyH\x00R\x05replyB\x06\n" +
 	"\x04kind\"\"\n" +
 	"\x05Hello\x12\x19\n" +
 	"\brelay_id\x18\x01 \x01(\tR\arelayId\"9\n" +
 	"\rInterestDelta\x12\x10\n" +
 	"\x03add\x18\x01 \x03(\tR\x03add\x12\x16\n" +
-	"\x06remove\x18\x02 \x03(\tR\x06remove\"\x86\x01\n" +
+	"\x06remove\x18\x02 \x03(\tR\x06remove\"X\n" +
+	"\rPresenceDelta\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x123\n" +
+	"\achanges\x18\x02 \x03(\v2\x19.herald.v1.PresenceChangeR\achanges\"\x8e\x01\n" +
+	"\x0ePresenceChange\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12-\n" +
+	"\x06client\x18\x02 \x01(\v2\x15.herald.v1.ClientInfoR\x06client\x12\x14\n" +
+	"\x05leave\x18\x03 \x01(\bR\x05leave\x12\x1d\n" +
+	"\n" +
+	"join_leave\x18\x04 \x01(\bR\tjoinLeave\"r\n" +
+	"\n" +
+	"ClientInfo\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1b\n" +
+	"\tconn_info\x18\x03 \x01(\fR\bconnInfo\x12\x1b\n" +
+	"\tchan_info\x18\x04 \x01(\fR\bchanInfo\"\xef\x01\n" +
 	"\x11ControllerMessage\x123\n" +
 	"\x05batch\x18\x01 \x01(\v2\x1b.herald.v1.PublicationBatchH\x00R\x05batch\x124\n" +
-	"\townership\x18\x02 \x01(\v2\x14.herald.v1.OwnershipH\x00R\townershipB\x06\n" +
-	"\x04kind\"N\n" +
+	"\townership\x18\x02 \x01(\v2\x14.herald.v1.OwnershipH\x00R\townership\x127\n" +
+	"\bpresence\x18\x03 \x01(\v2\x19.herald.v1.PresenceEventsH\x00R\bpresence\x12.\n" +
+	"\acommand\x18\x04 \x01(\v2\x12.herald.v1.CommandH\x00R\acommandB\x06\n" +
+	"\x04kind\"B\n" +
+	"\x0ePresenceEvents\x120\n" +
+	"\x06events\x18\x01 \x03(\v2\x18.herald.v1.PresenceEventR\x06events\"n\n" +
+	"\rPresenceEvent\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12-\n" +
+	"\x06client\x18\x02 \x01(\v2\x15.herald.v1.ClientInfoR\x06client\x12\x14\n" +
+	"\x05leave\x18\x03 \x01(\bR\x05leave\"\x88\x02\n" +
+	"\aCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12>\n" +
+	"\n" +
+	"disconnect\x18\x02 \x01(\v2\x1c.herald.v1.DisconnectCommandH\x00R\n" +
+	"disconnect\x12A\n" +
+	"\vunsubscribe\x18\x03 \x01(\v2\x1d.herald.v1.UnsubscribeCommandH\x00R\vunsubscribe\x126\n" +
+	"\bchannels\x18\x04 \x01(\v2\x18.herald.v1.ChannelsQueryH\x00R\bchannels\x12*\n" +
+	"\x04info\x18\x05 \x01(\v2\x14.herald.v1.InfoQueryH\x00R\x04infoB\x06\n" +
+	"\x04kind\"k\n" +
+	"\x11DisconnectCommand\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06client\x18\x04 \x01(\tR\x06client\"Z\n" +
+	"\x12UnsubscribeCommand\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\")\n" +
+	"\rChannelsQuery\x12\x18\n" +
+	"\apattern\x18\x01 \x01(\tR\apattern\"\v\n" +
+	"\tInfoQuery\"\xae\x01\n" +
+	"\fCommandReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1a\n" +
+	"\baffected\x18\x02 \x01(\rR\baffected\x123\n" +
+	"\bchannels\x18\x03 \x03(\v2\x17.herald.v1.ChannelCountR\bchannels\x12'\n" +
+	"\x04info\x18\x04 \x01(\v2\x13.herald.v1.NodeInfoR\x04info\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"J\n" +
+	"\fChannelCount\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12 \n" +
+	"\vsubscribers\x18\x02 \x01(\rR\vsubscribers\"\xd3\x01\n" +
+	"\bNodeInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12 \n" +
+	"\vconnections\x18\x03 \x01(\rR\vconnections\x12$\n" +
+	"\rsubscriptions\x18\x04 \x01(\rR\rsubscriptions\x12\x1a\n" +
+	"\bchannels\x18\x05 \x01(\rR\bchannels\x12%\n" +
+	"\x0euptime_seconds\x18\x06 \x01(\x03R\ruptimeSeconds\x12\x18\n" +
+	"\aversion\x18\a \x01(\tR\aversion\"J\n" +
+	"\x0fPresenceRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1d\n" +
+	"\n" +
+	"stats_only\x18\x02 \x01(\bR\tstatsOnly\"\x97\x01\n" +
+	"\x10PresenceResponse\x12\x14\n" +
+	"\x05owned\x18\x01 \x01(\bR\x05owned\x12/\n" +
+	"\aclients\x18\x02 \x03(\v2\x15.herald.v1.ClientInfoR\aclients\x12\x1f\n" +
+	"\vnum_clients\x18\x03 \x01(\rR\n" +
+	"numClients\x12\x1b\n" +
+	"\tnum_users\x18\x04 \x01(\rR\bnumUsers\">\n" +
+	"\x0eControlRequest\x12,\n" +
+	"\acommand\x18\x01 \x01(\v2\x12.herald.v1.CommandR\acommand\"\x91\x01\n" +
+	"\x0fControlResponse\x121\n" +
+	"\areplies\x18\x01 \x03(\v2\x17.herald.v1.CommandReplyR\areplies\x12\x16\n" +
+	"\x06relays\x18\x02 \x01(\rR\x06relays\x123\n" +
+	"\n" +
+	"controller\x18\x03 \x01(\v2\x13.herald.v1.NodeInfoR\n" +
+	"controller\"b\n" +
+	"\x10PublishedRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"u\n" +
+	"\x11PublishedResponse\x12\x14\n" +
+	"\x05owned\x18\x01 \x01(\bR\x05owned\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\tR\x05epoch\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x1c\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"N\n" +
 	"\x10PublicationBatch\x12:\n" +
 	"\fpublications\x18\x01 \x03(\v2\x16.herald.v1.PublicationR\fpublications\"y\n" +
 	"\tOwnership\x12#\n" +
@@ -915,11 +2296,14 @@ const file_herald_v1_herald_proto_rawDesc = "" +
 	"\bPosition\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x14\n" +
-	"\x05owned\x18\x03 \x01(\bR\x05owned2\xd7\x01\n" +
+	"\x05owned\x18\x03 \x01(\bR\x05owned2\xa6\x03\n" +
 	"\x06Router\x12C\n" +
 	"\x06Stream\x12\x17.herald.v1.RelayMessage\x1a\x1c.herald.v1.ControllerMessage(\x010\x01\x12@\n" +
 	"\aRecover\x12\x19.herald.v1.RecoverRequest\x1a\x1a.herald.v1.RecoverResponse\x12F\n" +
-	"\tPositions\x12\x1b.herald.v1.PositionsRequest\x1a\x1c.herald.v1.PositionsResponseB8Z6github.com/herald-chat/herald/proto/herald/v1;heraldv1b\x06proto3"
+	"\tPositions\x12\x1b.herald.v1.PositionsRequest\x1a\x1c.herald.v1.PositionsResponse\x12C\n" +
+	"\bPresence\x12\x1a.herald.v1.PresenceRequest\x1a\x1b.herald.v1.PresenceResponse\x12@\n" +
+	"\aControl\x12\x19.herald.v1.ControlRequest\x1a\x1a.herald.v1.ControlResponse\x12F\n" +
+	"\tPublished\x12\x1b.herald.v1.PublishedRequest\x1a\x1c.herald.v1.PublishedResponseB8Z6github.com/herald-chat/herald/proto/herald/v1;heraldv1b\x06proto3"
 
 var (
 	file_herald_v1_herald_proto_rawDescOnce sync.Once
@@ -933,42 +2317,85 @@ func file_herald_v1_herald_proto_rawDescGZIP() []byte {
 	return file_herald_v1_herald_proto_rawDescData
 }
 
-var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_herald_v1_herald_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_herald_v1_herald_proto_goTypes = []any{
-	(*Message)(nil),           // 0: herald.v1.Message
-	(*Publication)(nil),       // 1: herald.v1.Publication
-	(*RelayMessage)(nil),      // 2: herald.v1.RelayMessage
-	(*Hello)(nil),             // 3: herald.v1.Hello
-	(*InterestDelta)(nil),     // 4: herald.v1.InterestDelta
-	(*ControllerMessage)(nil), // 5: herald.v1.ControllerMessage
-	(*PublicationBatch)(nil),  // 6: herald.v1.PublicationBatch
-	(*Ownership)(nil),         // 7: herald.v1.Ownership
-	(*RecoverRequest)(nil),    // 8: herald.v1.RecoverRequest
-	(*RecoverResponse)(nil),   // 9: herald.v1.RecoverResponse
-	(*PositionsRequest)(nil),  // 10: herald.v1.PositionsRequest
-	(*PositionsResponse)(nil), // 11: herald.v1.PositionsResponse
-	(*Position)(nil),          // 12: herald.v1.Position
+	(*Message)(nil),            // 0: herald.v1.Message
+	(*Publication)(nil),        // 1: herald.v1.Publication
+	(*RelayMessage)(nil),       // 2: herald.v1.RelayMessage
+	(*Hello)(nil),              // 3: herald.v1.Hello
+	(*InterestDelta)(nil),      // 4: herald.v1.InterestDelta
+	(*PresenceDelta)(nil),      // 5: herald.v1.PresenceDelta
+	(*PresenceChange)(nil),     // 6: herald.v1.PresenceChange
+	(*ClientInfo)(nil),         // 7: herald.v1.ClientInfo
+	(*ControllerMessage)(nil),  // 8: herald.v1.ControllerMessage
+	(*PresenceEvents)(nil),     // 9: herald.v1.PresenceEvents
+	(*PresenceEvent)(nil),      // 10: herald.v1.PresenceEvent
+	(*Command)(nil),            // 11: herald.v1.Command
+	(*DisconnectCommand)(nil),  // 12: herald.v1.DisconnectCommand
+	(*UnsubscribeCommand)(nil), // 13: herald.v1.UnsubscribeCommand
+	(*ChannelsQuery)(nil),      // 14: herald.v1.ChannelsQuery
+	(*InfoQuery)(nil),          // 15: herald.v1.InfoQuery
+	(*CommandReply)(nil),       // 16: herald.v1.CommandReply
+	(*ChannelCount)(nil),       // 17: herald.v1.ChannelCount
+	(*NodeInfo)(nil),           // 18: herald.v1.NodeInfo
+	(*PresenceRequest)(nil),    // 19: herald.v1.PresenceRequest
+	(*PresenceResponse)(nil),   // 20: herald.v1.PresenceResponse
+	(*ControlRequest)(nil),     // 21: herald.v1.ControlRequest
+	(*ControlResponse)(nil),    // 22: herald.v1.ControlResponse
+	(*PublishedRequest)(nil),   // 23: herald.v1.PublishedRequest
+	(*PublishedResponse)(nil),  // 24: herald.v1.PublishedResponse
+	(*PublicationBatch)(nil),   // 25: herald.v1.PublicationBatch
+	(*Ownership)(nil),          // 26: herald.v1.Ownership
+	(*RecoverRequest)(nil),     // 27: herald.v1.RecoverRequest
+	(*RecoverResponse)(nil),    // 28: herald.v1.RecoverResponse
+	(*PositionsRequest)(nil),   // 29: herald.v1.PositionsRequest
+	(*PositionsResponse)(nil),  // 30: herald.v1.PositionsResponse
+	(*Position)(nil),           // 31: herald.v1.Position
 }
 var file_herald_v1_herald_proto_depIdxs = []int32{
 	0,  // 0: herald.v1.Publication.message:type_name -> herald.v1.Message
 	3,  // 1: herald.v1.RelayMessage.hello:type_name -> herald.v1.Hello
 	4,  // 2: herald.v1.RelayMessage.interest:type_name -> herald.v1.InterestDelta
-	6,  // 3: herald.v1.ControllerMessage.batch:type_name -> herald.v1.PublicationBatch
-	7,  // 4: herald.v1.ControllerMessage.ownership:type_name -> herald.v1.Ownership
-	1,  // 5: herald.v1.PublicationBatch.publications:type_name -> herald.v1.Publication
-	1,  // 6: herald.v1.RecoverResponse.publications:type_name -> herald.v1.Publication
-	12, // 7: herald.v1.PositionsResponse.positions:type_name -> herald.v1.Position
-	2,  // 8: herald.v1.Router.Stream:input_type -> herald.v1.RelayMessage
-	8,  // 9: herald.v1.Router.Recover:input_type -> herald.v1.RecoverRequest
-	10, // 10: herald.v1.Router.Positions:input_type -> herald.v1.PositionsRequest
-	5,  // 11: herald.v1.Router.Stream:output_type -> herald.v1.ControllerMessage
-	9,  // 12: herald.v1.Router.Recover:output_type -> herald.v1.RecoverResponse
-	11, // 13: herald.v1.Router.Positions:output_type -> herald.v1.PositionsResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	5,  // 3: herald.v1.RelayMessage.presence:type_name -> herald.v1.PresenceDelta
+	16, // 4: herald.v1.RelayMessage.reply:type_name -> herald.v1.CommandReply
+	6,  // 5: herald.v1.PresenceDelta.changes:type_name -> herald.v1.PresenceChange
+	7,  // 6: herald.v1.PresenceChange.client:type_name -> herald.v1.ClientInfo
+	25, // 7: herald.v1.ControllerMessage.batch:type_name -> herald.v1.PublicationBatch
+	26, // 8: herald.v1.ControllerMessage.ownership:type_name -> herald.v1.Ownership
+	9,  // 9: herald.v1.ControllerMessage.presence:type_name -> herald.v1.PresenceEvents
+	11, // 10: herald.v1.ControllerMessage.command:type_name -> herald.v1.Command
+	10, // 11: herald.v1.PresenceEvents.events:type_name -> herald.v1.PresenceEvent
+	7,  // 12: herald.v1.PresenceEvent.client:type_name -> herald.v1.ClientInfo
+	12, // 13: herald.v1.Command.disconnect:type_name -> herald.v1.DisconnectCommand
+	13, // 14: herald.v1.Command.unsubscribe:type_name -> herald.v1.UnsubscribeCommand
+	14, // 15: herald.v1.Command.channels:type_name -> herald.v1.ChannelsQuery
+	15, // 16: herald.v1.Command.info:type_name -> herald.v1.InfoQuery
+	17, // 17: herald.v1.CommandReply.channels:type_name -> herald.v1.ChannelCount
+	18, // 18: herald.v1.CommandReply.info:type_name -> herald.v1.NodeInfo
+	7,  // 19: herald.v1.PresenceResponse.clients:type_name -> herald.v1.ClientInfo
+	11, // 20: herald.v1.ControlRequest.command:type_name -> herald.v1.Command
+	16, // 21: herald.v1.ControlResponse.replies:type_name -> herald.v1.CommandReply
+	18, // 22: herald.v1.ControlResponse.controller:type_name -> herald.v1.NodeInfo
+	1,  // 23: herald.v1.PublicationBatch.publications:type_name -> herald.v1.Publication
+	1,  // 24: herald.v1.RecoverResponse.publications:type_name -> herald.v1.Publication
+	31, // 25: herald.v1.PositionsResponse.positions:type_name -> herald.v1.Position
+	2,  // 26: herald.v1.Router.Stream:input_type -> herald.v1.RelayMessage
+	27, // 27: herald.v1.Router.Recover:input_type -> herald.v1.RecoverRequest
+	29, // 28: herald.v1.Router.Positions:input_type -> herald.v1.PositionsRequest
+	19, // 29: herald.v1.Router.Presence:input_type -> herald.v1.PresenceRequest
+	21, // 30: herald.v1.Router.Control:input_type -> herald.v1.ControlRequest
+	23, // 31: herald.v1.Router.Published:input_type -> herald.v1.PublishedRequest
+	8,  // 32: herald.v1.Router.Stream:output_type -> herald.v1.ControllerMessage
+	28, // 33: herald.v1.Router.Recover:output_type -> herald.v1.RecoverResponse
+	30, // 34: herald.v1.Router.Positions:output_type -> herald.v1.PositionsResponse
+	20, // 35: herald.v1.Router.Presence:output_type -> herald.v1.PresenceResponse
+	22, // 36: herald.v1.Router.Control:output_type -> herald.v1.ControlResponse
+	24, // 37: herald.v1.Router.Published:output_type -> herald.v1.PublishedResponse
+	32, // [32:38] is the sub-list for method output_type
+	26, // [26:32] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_herald_v1_herald_proto_init() }
@@ -979,10 +2406,20 @@ func file_herald_v1_herald_proto_init() {
 	file_herald_v1_herald_proto_msgTypes[2].OneofWrappers = []any{
 		(*RelayMessage_Hello)(nil),
 		(*RelayMessage_Interest)(nil),
+		(*RelayMessage_Presence)(nil),
+		(*RelayMessage_Reply)(nil),
 	}
-	file_herald_v1_herald_proto_msgTypes[5].OneofWrappers = []any{
+	file_herald_v1_herald_proto_msgTypes[8].OneofWrappers = []any{
 		(*ControllerMessage_Batch)(nil),
 		(*ControllerMessage_Ownership)(nil),
+		(*ControllerMessage_Presence)(nil),
+		(*ControllerMessage_Command)(nil),
+	}
+	file_herald_v1_herald_proto_msgTypes[11].OneofWrappers = []any{
+		(*Command_Disconnect)(nil),
+		(*Command_Unsubscribe)(nil),
+		(*Command_Channels)(nil),
+		(*Command_Info)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -990,7 +2427,7 @@ func file_herald_v1_herald_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_herald_v1_herald_proto_rawDesc), len(file_herald_v1_herald_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

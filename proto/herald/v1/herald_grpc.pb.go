@@ -24,6 +24,9 @@ const (
 	Router_Stream_FullMethodName    = "/herald.v1.Router/Stream"
 	Router_Recover_FullMethodName   = "/herald.v1.Router/Recover"
 	Router_Positions_FullMethodName = "/herald.v1.Router/Positions"
+	Router_Presence_FullMethodName  = "/herald.v1.Router/Presence"
+	Router_Control_FullMethodName   = "/herald.v1.Router/Control"
+	Router_Published_FullMethodName = "/herald.v1.Router/Published"
 )
 
 // RouterClient is the client API for Router service.
@@ -42,6 +45,21 @@ type RouterClient interface {
 	// controller per batch, not one per channel). Relays fall back to
 	// Recover per channel when it is unimplemented.
 	Positions(ctx context.Context, in *PositionsRequest, opts ...grpc.CallOption) (*PositionsResponse, error)
+	// Presence answers the members of a channel with presence over all
+	// relays (every controller holds the presence set of every channel, fed
+	// by every relay's stream; see PresenceDelta). The server API and the
+	// relays' presence commands ask the channel's owner.
+	Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error)
+	// Control runs a server API command (disconnect, unsubscribe, channels,
+	// info) on every relay that has a stream open to this controller, and
+	// answers their replies. Every relay streams to every controller, so one
+	// controller reaches the whole cluster.
+	Control(ctx context.Context, in *ControlRequest, opts ...grpc.CallOption) (*ControlResponse, error)
+	// Published answers the seq the owner gave a record the server API
+	// produced (by partition and offset), waiting until its poll loop has
+	// passed that offset. A record whose client_msg_id the channel already
+	// had in its dedupe window answers the first one's seq, duplicate=true.
+	Published(ctx context.Context, in *PublishedRequest, opts ...grpc.CallOption) (*PublishedResponse, error)
 }
 
 type routerClient struct {
@@ -85,6 +103,36 @@ func (c *routerClient) Positions(ctx context.Context, in *PositionsRequest, opts
 	return out, nil
 }
 
+func (c *routerClient) Presence(ctx context.Context, in *PresenceRequest, opts ...grpc.CallOption) (*PresenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PresenceResponse)
+	err := c.cc.Invoke(ctx, Router_Presence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerClient) Control(ctx context.Context, in *ControlRequest, opts ...grpc.CallOption) (*ControlResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ControlResponse)
+	err := c.cc.Invoke(ctx, Router_Control_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *routerClient) Published(ctx context.Context, in *PublishedRequest, opts ...grpc.CallOption) (*PublishedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishedResponse)
+	err := c.cc.Invoke(ctx, Router_Published_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RouterServer is the server API for Router service.
 // All implementations must embed UnimplementedRouterServer
 // for forward compatibility.
@@ -101,6 +149,21 @@ type RouterServer interface {
 	// controller per batch, not one per channel). Relays fall back to
 	// Recover per channel when it is unimplemented.
 	Positions(context.Context, *PositionsRequest) (*PositionsResponse, error)
+	// Presence answers the members of a channel with presence over all
+	// relays (every controller holds the presence set of every channel, fed
+	// by every relay's stream; see PresenceDelta). The server API and the
+	// relays' presence commands ask the channel's owner.
+	Presence(context.Context, *PresenceRequest) (*PresenceResponse, error)
+	// Control runs a server API command (disconnect, unsubscribe, channels,
+	// info) on every relay that has a stream open to this controller, and
+	// answers their replies. Every relay streams to every controller, so one
+	// controller reaches the whole cluster.
+	Control(context.Context, *ControlRequest) (*ControlResponse, error)
+	// Published answers the seq the owner gave a record the server API
+	// produced (by partition and offset), waiting until its poll loop has
+	// passed that offset. A record whose client_msg_id the channel already
+	// had in its dedupe window answers the first one's seq, duplicate=true.
+	Published(context.Context, *PublishedRequest) (*PublishedResponse, error)
 	mustEmbedUnimplementedRouterServer()
 }
 
@@ -119,6 +182,15 @@ func (UnimplementedRouterServer) Recover(context.Context, *RecoverRequest) (*Rec
 }
 func (UnimplementedRouterServer) Positions(context.Context, *PositionsRequest) (*PositionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Positions not implemented")
+}
+func (UnimplementedRouterServer) Presence(context.Context, *PresenceRequest) (*PresenceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Presence not implemented")
+}
+func (UnimplementedRouterServer) Control(context.Context, *ControlRequest) (*ControlResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Control not implemented")
+}
+func (UnimplementedRouterServer) Published(context.Context, *PublishedRequest) (*PublishedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Published not implemented")
 }
 func (UnimplementedRouterServer) mustEmbedUnimplementedRouterServer() {}
 func (UnimplementedRouterServer) testEmbeddedByValue()                {}
@@ -184,6 +256,60 @@ func _Router_Positions_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Router_Presence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PresenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServer).Presence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Router_Presence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServer).Presence(ctx, req.(*PresenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Router_Control_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ControlRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServer).Control(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Router_Control_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServer).Control(ctx, req.(*ControlRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Router_Published_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RouterServer).Published(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Router_Published_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RouterServer).Published(ctx, req.(*PublishedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Router_ServiceDesc is the grpc.ServiceDesc for Router service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -198,6 +324,18 @@ var Router_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Positions",
 			Handler:    _Router_Positions_Handler,
+		},
+		{
+			MethodName: "Presence",
+			Handler:    _Router_Presence_Handler,
+		},
+		{
+			MethodName: "Control",
+			Handler:    _Router_Control_Handler,
+		},
+		{
+			MethodName: "Published",
+			Handler:    _Router_Published_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
