@@ -41,6 +41,8 @@ const (
 	AllowSubscribe = "sub"
 	AllowPublish   = "pub"
 	AllowHistory   = "hst"
+	// AllowPresence grants the presence and presence_stats commands.
+	AllowPresence = "prs"
 )
 
 // Claims of a connection token.
@@ -56,6 +58,8 @@ type Claims struct {
 type SubscriptionClaims struct {
 	jwt.RegisteredClaims
 	Channel string `json:"channel"`
+	// Info is the subscription's info (the presence member's chan_info).
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // HasChannel reports whether channel is one of the token's server-side
@@ -140,7 +144,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 func (v *Verifier) VerifySubscription(token, user, channel string) (*SubscriptionClaims, error) {
 	var c *SubscriptionClaims
 	if !v.fast.verify(token, func(fc *fastClaims) {
-		c = &SubscriptionClaims{RegisteredClaims: fc.registered(), Channel: fc.Channel}
+		c = &SubscriptionClaims{RegisteredClaims: fc.registered(), Channel: fc.Channel, Info: fc.Info}
 	}) {
 		c = new(SubscriptionClaims)
 		if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
