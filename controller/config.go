@@ -69,6 +69,25 @@ type Config struct {
 	// Default 10s (HERALD_CONTROLLER_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
 
+	// PresenceGrace is how long the presence members of a relay whose
+	// stream is gone are kept (it may reconnect and replace them with a
+	// full delta); then they leave (default 15s,
+	// HERALD_CONTROLLER_PRESENCE_GRACE). A dead relay's clients are gone
+	// from presence within PresenceGrace plus the time it takes to notice
+	// the stream is gone (at once when the relay's process dies; gRPC
+	// keepalive when its host vanishes) plus 1 s.
+	PresenceGrace time.Duration
+	// PresenceTick is the period over which join/leave events of a channel
+	// are coalesced before the owner sends them (default 100ms,
+	// HERALD_CONTROLLER_PRESENCE_TICK).
+	PresenceTick time.Duration
+	// PresenceEvents caps the join/leave events of one channel per tick
+	// (default 10, HERALD_CONTROLLER_PRESENCE_EVENTS): a subscriber gets at
+	// most that many pushes per channel per PresenceTick (100 per second
+	// with the defaults); the rest are dropped and counted
+	// (herald_controller_presence_events_total{result="dropped"}).
+	PresenceEvents int
+
 	envErr error // a malformed env value seen by RegisterFlags
 }
 
@@ -120,6 +139,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Int(fs, &c.StreamQueue, "controller-stream-queue", "HERALD_CONTROLLER_STREAM_QUEUE", 1024, "outbound batches queued per relay stream")
 	config.Duration(fs, &c.SessionTimeout, "controller-session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", 45*time.Second, "consumer group session timeout (failover time after a crash)")
 	config.Duration(fs, &c.ShutdownTimeout, "controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", 10*time.Second, "bound of each shutdown step")
+	config.Duration(fs, &c.PresenceGrace, "controller-presence-grace", "HERALD_CONTROLLER_PRESENCE_GRACE", 15*time.Second, "keep the presence members of a relay whose stream is gone this long")
+	config.Duration(fs, &c.PresenceTick, "controller-presence-tick", "HERALD_CONTROLLER_PRESENCE_TICK", 100*time.Millisecond, "coalesce join/leave events of a channel over this period")
+	config.Int(fs, &c.PresenceEvents, "controller-presence-events", "HERALD_CONTROLLER_PRESENCE_EVENTS", 10, "max join/leave events per channel per presence tick (the rest are dropped)")
 	for _, old := range []string{"addr", "group", "id", "ring-size", "ring-idle", "batch-messages", "batch-interval",
 		"max-backlog", "stream-queue", "session-timeout", "shutdown-timeout"} {
 		config.Deprecated(fs, old, "controller-"+old)
@@ -181,6 +203,15 @@ func (c *Config) Validate() error {
 	}
 	if c.SessionTimeout < 0 {
 		bad("controller-session-timeout", "HERALD_CONTROLLER_SESSION_TIMEOUT", "must be >= 0 (0: the Kafka client's default), got %s", c.SessionTimeout)
+	}
+	if c.PresenceGrace < 0 {
+		bad("controller-presence-grace", "HERALD_CONTROLLER_PRESENCE_GRACE", "must be >= 0 (0: 15s), got %s", c.PresenceGrace)
+	}
+	if c.PresenceTick < 0 {
+		bad("controller-presence-tick", "HERALD_CONTROLLER_PRESENCE_TICK", "must be >= 0 (0: 100ms), got %s", c.PresenceTick)
+	}
+	if c.PresenceEvents < 0 {
+		bad("controller-presence-events", "HERALD_CONTROLLER_PRESENCE_EVENTS", "must be >= 0 (0: 10), got %d", c.PresenceEvents)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)

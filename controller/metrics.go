@@ -27,29 +27,42 @@ type metrics struct {
 	lag               *prometheus.GaugeVec
 	recoverRequests   *prometheus.CounterVec
 	positions         *prometheus.CounterVec
+
+	presenceChannels      prometheus.Gauge
+	presenceMembers       prometheus.Gauge
+	presenceRelays        prometheus.Gauge
+	presenceRelaysExpired prometheus.Counter
+	presenceEvents        *prometheus.CounterVec
+	presenceRequests      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	f := metric.New(reg, "controller")
 	m := &metrics{
-		ownedPartitions:   f.Gauge("owned_partitions", "Partitions of the messages topic this controller owns."),
-		recordsConsumed:   f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
-		ringsEvicted:      f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
-		badRecords:        f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
-		consumeToStream:   f.Histogram("consume_to_stream_seconds", "Time from the record's Kafka timestamp to its enqueueing on relay streams.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
-		deliveries:        f.Counter("deliveries_total", "Publications enqueued to relay streams (one per publication per relay)."),
-		relayStreams:      f.Gauge("relay_streams", "Open relay streams."),
-		slowRelays:        f.Counter("slow_relay_disconnects_total", "Relay streams closed because their outbound queue was full."),
-		interestChannels:  f.Gauge("interest_channels", "Distinct channels at least one relay asked for."),
-		batchSize:         f.Histogram("batch_size", "Messages per store batch.", prometheus.ExponentialBuckets(1, 2, 15)),
-		batchWriteSeconds: f.Histogram("batch_write_seconds", "Duration of successful store batch writes.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
-		storeErrors:       f.Counter("store_errors_total", "Failed store calls (batch writes are retried)."),
-		backlog:           f.Gauge("unpersisted_backlog", "Consumed messages not yet persisted, all owned partitions."),
-		maxBacklog:        f.Gauge("max_backlog", "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."),
-		pausedPartitions:  f.Gauge("paused_partitions", "Owned partitions whose fetching is paused by store backpressure."),
-		lag:               f.GaugeVec("consumer_lag", "Records between the high watermark and the next offset to consume, per owned partition.", "partition"),
-		recoverRequests:   f.CounterVec("recover_requests_total", "Recover calls by result (recovered, not_recovered, position, not_owner, error).", "result"),
-		positions:         f.CounterVec("positions_total", "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner).", "result"),
+		ownedPartitions:       f.Gauge("owned_partitions", "Partitions of the messages topic this controller owns."),
+		recordsConsumed:       f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
+		ringsEvicted:          f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
+		badRecords:            f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
+		consumeToStream:       f.Histogram("consume_to_stream_seconds", "Time from the record's Kafka timestamp to its enqueueing on relay streams.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		deliveries:            f.Counter("deliveries_total", "Publications enqueued to relay streams (one per publication per relay)."),
+		relayStreams:          f.Gauge("relay_streams", "Open relay streams."),
+		slowRelays:            f.Counter("slow_relay_disconnects_total", "Relay streams closed because their outbound queue was full."),
+		interestChannels:      f.Gauge("interest_channels", "Distinct channels at least one relay asked for."),
+		batchSize:             f.Histogram("batch_size", "Messages per store batch.", prometheus.ExponentialBuckets(1, 2, 15)),
+		batchWriteSeconds:     f.Histogram("batch_write_seconds", "Duration of successful store batch writes.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		storeErrors:           f.Counter("store_errors_total", "Failed store calls (batch writes are retried)."),
+		backlog:               f.Gauge("unpersisted_backlog", "Consumed messages not yet persisted, all owned partitions."),
+		maxBacklog:            f.Gauge("max_backlog", "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."),
+		pausedPartitions:      f.Gauge("paused_partitions", "Owned partitions whose fetching is paused by store backpressure."),
+		lag:                   f.GaugeVec("consumer_lag", "Records between the high watermark and the next offset to consume, per owned partition.", "partition"),
+		recoverRequests:       f.CounterVec("recover_requests_total", "Recover calls by result (recovered, not_recovered, position, not_owner, error).", "result"),
+		positions:             f.CounterVec("positions_total", "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner).", "result"),
+		presenceChannels:      f.Gauge("presence_channels", "Channels with presence members (over all relays; every controller holds all of them)."),
+		presenceMembers:       f.Gauge("presence_members", "Presence members (client subscriptions of channels with presence) over all relays."),
+		presenceRelays:        f.Gauge("presence_relays", "Relays whose presence this controller holds (streaming, or gone within the presence grace)."),
+		presenceRelaysExpired: f.Counter("presence_relays_expired_total", "Relays whose members were dropped because their stream was gone for the presence grace."),
+		presenceEvents:        f.CounterVec("presence_events_total", "Join/leave events of owned channels, by result (emitted: sent to the interested relays; dropped: over the per-channel limit of a tick).", "result"),
+		presenceRequests:      f.CounterVec("presence_requests_total", "Presence calls, by result (ok, not_owner).", "result"),
 	}
 	if err := f.Err(); err != nil {
 		return nil, err

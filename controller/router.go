@@ -265,6 +265,7 @@ func (s *Server) recvLoop(stream grpc.BidiStreamingServer[heraldv1.RelayMessage,
 			s.interest.remove(ch, r)
 		}
 		clear(r.chans)
+		s.presence.streamEnded(r)
 	}()
 	for {
 		msg, err := stream.Recv()
@@ -276,9 +277,13 @@ func (s *Server) recvLoop(stream grpc.BidiStreamingServer[heraldv1.RelayMessage,
 			}
 			return
 		}
+		if pd := msg.GetPresence(); pd != nil {
+			s.presence.apply(r, pd)
+			continue
+		}
 		d := msg.GetInterest()
 		if d == nil {
-			continue // a repeated hello: nothing to do
+			continue // a repeated hello or another kind: nothing to do here
 		}
 		for _, ch := range d.GetAdd() {
 			if _, ok := r.chans[ch]; ok || ch == "" {

@@ -40,6 +40,7 @@ type Server struct {
 	grpc *grpc.Server
 
 	interest *interest
+	presence *presence
 
 	streamsMu     sync.Mutex
 	streams       map[*relayStream]struct{}
@@ -76,6 +77,15 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("controller config: %w", err)
 	}
+	if cfg.PresenceGrace == 0 {
+		cfg.PresenceGrace = 15 * time.Second
+	}
+	if cfg.PresenceTick == 0 {
+		cfg.PresenceTick = 100 * time.Millisecond
+	}
+	if cfg.PresenceEvents == 0 {
+		cfg.PresenceEvents = 10
+	}
 	if st == nil {
 		return nil, errors.New("controller: nil store")
 	}
@@ -102,6 +112,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		parts:   make(map[int32]*partState),
 	}
 	s.interest = newInterest(m)
+	s.presence = newPresence(s)
 	s.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))
 	heraldv1.RegisterRouterServer(s.grpc, s)
 	s.ownership.Store(&heraldv1.Ownership{ControllerId: cfg.ID, PartitionCount: cfg.Partitions})
@@ -174,6 +185,11 @@ func (s *Server) Run(ctx context.Context) error {
 		defer close(janitorDone)
 		s.ringJanitor(pollCtx)
 	}()
+	presenceDone := make(chan struct{})
+	go func() {
+		defer close(presenceDone)
+		s.presence.run(pollCtx)
+	}()
 	s.log.Info("controller running", "id", s.cfg.ID, "addr", s.Addr(), "topic", s.cfg.Topic, "partitions", info.Partitions, "stream", s.streamID, "group", s.cfg.Group)
 
 	var runErr error
@@ -196,6 +212,7 @@ func (s *Server) Run(ctx context.Context) error {
 	stopPoll()
 	<-pollDone
 	<-janitorDone
+	<-presenceDone
 	s.dropParts(s.ownedParts(), !s.crashOnStop)
 	leaveCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	if err := cl.LeaveGroupContext(leaveCtx); err != nil {

@@ -123,7 +123,12 @@ type subscription struct {
 	idx    int32 // index in its loop's channel subscriber list
 	server bool  // from the token's channels (connect)
 	state  subState
-	last   uint64 // last seq sent (or positioned at)
+	// pres: the channel has presence and this subscription is a member
+	// (presence.go); joinLeave: it gets join/leave pushes. Both live in
+	// the padding after state: no byte more for any subscription.
+	pres      bool
+	joinLeave bool
+	last      uint64 // last seq sent (or positioned at)
 
 	// tokenExp is the subscription token's exp (unix ns, 0 = none); the
 	// subscription expires ExpiredCloseDelay later. One per subscription
@@ -494,6 +499,10 @@ func (cl *client) HandleCommand(cmd *protocol.Command) error {
 		cl.handleHistory(cmd.ID, cmd.History)
 	case protocol.MethodRefresh:
 		return cl.handleRefresh(cmd.ID, cmd.Refresh)
+	case protocol.MethodPresence:
+		cl.handlePresence(cmd.ID, cmd.Presence, false)
+	case protocol.MethodPresenceStats:
+		cl.handlePresence(cmd.ID, cmd.PresenceStats, true)
 	default:
 		cl.replyError(cmd.ID, protocol.ErrNotAvailable)
 	}
@@ -544,7 +553,10 @@ func (cl *client) handleConnect(id uint32, req *protocol.ConnectRequest) error {
 		if r := req.Subs[ch]; r != nil && r.Recover {
 			sub.init.recover, sub.init.reqOffset, sub.init.reqEpoch = true, r.Offset, r.Epoch
 		}
-		cl.startSub(sub)
+		if o := srv.chopts.Lookup(ch); o.Presence {
+			sub.pres, sub.joinLeave = true, o.JoinLeave
+		}
+		cl.startSub(sub, nil)
 		if cl.state >= stateClosing {
 			return errStop
 		}
@@ -640,6 +652,7 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		return
 	}
 	var exp int64
+	var chanInfo []byte
 	if req.Token != "" {
 		sc, err := srv.verifier.VerifySubscription(req.Token, cl.claims.Subject, ch)
 		if err != nil {
@@ -653,13 +666,17 @@ func (cl *client) handleSubscribe(id uint32, req *protocol.SubscribeRequest) {
 		if sc.ExpiresAt != nil {
 			exp = sc.ExpiresAt.UnixNano()
 		}
+		chanInfo = sc.Info
 	} else if !cl.claims.Allows(ch, auth.AllowSubscribe) {
 		cl.replyError(id, protocol.ErrPermissionDenied)
 		return
 	}
 	sub := &subscription{ch: ch, init: &subInit{cmdID: id, recover: req.Recover, reqOffset: req.Offset, reqEpoch: req.Epoch}}
+	if o := srv.chopts.Lookup(ch); o.Presence {
+		sub.pres, sub.joinLeave = true, o.ForcePushJoinLeave || (o.JoinLeave && req.JoinLeave)
+	}
 	cl.setSubExpiry(sub, exp) // before startSub: the reply may go out at once
-	cl.startSub(sub)
+	cl.startSub(sub, chanInfo)
 	cl.recomputeSubExpiry()
 }
 
@@ -691,13 +708,17 @@ func (cl *client) handleSubRefresh(id uint32, req *protocol.SubRefreshRequest) e
 	return nil
 }
 
-// startSub registers sub locally and with the router and positions it now
-// when the channel is synced, else when the router reports it ready.
-func (cl *client) startSub(sub *subscription) {
+// startSub registers sub locally and with the router (and, on a channel
+// with presence, as a member with chanInfo) and positions it now when the
+// channel is synced, else when the router reports it ready.
+func (cl *client) startSub(sub *subscription, chanInfo []byte) {
 	l := cl.l
 	ch, epoch, last, synced := l.srv.router.join(sub.ch, l.idx)
 	sub.ch = ch // the entry's string: one copy per relay, not per subscriber
 	l.addSub(cl, sub)
+	if sub.pres {
+		l.presenceJoin(cl, sub, chanInfo)
+	}
 	if synced {
 		cl.position(sub, epoch, last)
 	}

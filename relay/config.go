@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-chat/herald/internal/channelopt"
 	"github.com/herald-chat/herald/internal/config"
 )
 
@@ -138,6 +139,12 @@ type Config struct {
 	// past InterestGrace at once.
 	ControllerQueue int
 
+	// ChannelNamespaces is the channel namespace options (presence,
+	// join_leave, force_push_join_leave) as JSON, see internal/channelopt
+	// (default empty: no channel has presence; env
+	// HERALD_CHANNEL_NAMESPACES).
+	ChannelNamespaces string
+
 	// PprofAddr serves net/http/pprof on this address when set (default
 	// off, env HERALD_RELAY_PPROF_ADDR). Never expose it publicly.
 	PprofAddr string
@@ -175,6 +182,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Bool(fs, &c.Compression, "relay-compression", "HERALD_RELAY_COMPRESSION", false, "enable permessage-deflate")
 	config.Duration(fs, &c.ControllerGrace, "relay-controller-grace", "HERALD_RELAY_CONTROLLER_GRACE", 5*time.Second, "wait for a lost controller before telling its channels' subscribers to recover")
 	config.Int(fs, &c.ControllerQueue, "relay-controller-queue", "HERALD_RELAY_CONTROLLER_QUEUE", 1<<18, "interest changes (channels) queued per controller stream; when full the stream is reopened with the whole interest set")
+	config.String(fs, &c.ChannelNamespaces, "channel-namespaces", "HERALD_CHANNEL_NAMESPACES", "", `channel namespace options as JSON, e.g. {"":{"presence":true},"chat":{"presence":true,"join_leave":true}}: namespace (before the first ':'; "" for channels without one) → presence, join_leave, force_push_join_leave`)
 	config.String(fs, &c.PprofAddr, "relay-pprof-addr", "HERALD_RELAY_PPROF_ADDR", "", "serve net/http/pprof on this address (empty: off; never public)")
 	for _, old := range []string{"addr", "id", "multicore", "event-loops", "max-message-size", "ping-interval", "pong-timeout",
 		"handshake-timeout", "max-subscriptions", "max-connections", "outbound-cap", "publish-rate", "publish-burst",
@@ -240,6 +248,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PublishRate < -1 || c.PublishBurst < 0 || c.PublishAbuseLimit < 0 {
 		errs = append(errs, errors.New("-relay-publish-rate / HERALD_RELAY_PUBLISH_RATE must be >= -1 and -relay-publish-burst, -relay-publish-abuse-limit >= 0"))
+	}
+	if _, err := channelopt.Parse(c.ChannelNamespaces); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := path.Match(strings.ToLower(o), ""); err != nil {

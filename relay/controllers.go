@@ -290,10 +290,13 @@ func (ls *links) session(ctx context.Context, l *link) error {
 	if err != nil {
 		return fmt.Errorf("opening stream: %w", err)
 	}
+	srv.pres.mu.Lock()
 	l.qmu.Lock()
 	chs := srv.router.channels()
+	snap := srv.pres.snapshotLocked()
 	l.open, l.brk = true, cancel
 	l.qmu.Unlock()
+	srv.pres.mu.Unlock()
 	defer func() {
 		l.qmu.Lock()
 		l.dropLocked()
@@ -308,8 +311,12 @@ func (ls *links) session(ctx context.Context, l *link) error {
 		err = stream.Send(&heraldv1.RelayMessage{Kind: &heraldv1.RelayMessage_Interest{Interest: &heraldv1.InterestDelta{Add: chs[:n]}}})
 		chs = chs[n:]
 	}
+	if err == nil {
+		err = sendPresenceSnapshot(stream, snap)
+	}
+	snap = nil
 	if err != nil {
-		return fmt.Errorf("sending hello and interest: %w", err)
+		return fmt.Errorf("sending hello, interest and presence: %w", err)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { l.sender(sctx, stream, cancel) })
@@ -345,6 +352,8 @@ func (ls *links) session(ctx context.Context, l *link) error {
 			// partition) is fetched now, not when a later publication
 			// reveals the gap.
 			srv.router.recheck(gained)
+		case *heraldv1.ControllerMessage_Presence:
+			srv.router.handlePresenceEvents(k.Presence.GetEvents())
 		}
 	}
 }

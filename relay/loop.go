@@ -10,6 +10,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/herald-chat/herald/internal/protocol"
+	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
 // loop is the relay's state of one gnet event loop. Every field is owned by
@@ -73,6 +74,9 @@ type loop struct {
 	// ahead are the indices in work of the publication items of work[wi]'s
 	// channel queued behind it (catch-up, see lookahead).
 	ahead []int
+	// presq are the presence changes of this round, reported by
+	// flushPresence (a task queued with the first).
+	presq []*heraldv1.PresenceChange
 }
 
 // deliverBudget bounds the subscribers one drain round hands deliveries
@@ -329,6 +333,10 @@ func (l *loop) removeSub(cl *client, sub *subscription) {
 	}
 	cl.subs.remove(sub)
 	sub.init = nil
+	if sub.pres {
+		sub.pres = false
+		l.presenceLeave(cl, sub)
+	}
 	l.srv.router.leave(sub.ch, l.idx)
 	l.srv.m.subscriptions.Dec()
 }
@@ -506,6 +514,8 @@ func (l *loop) deliverItem(it *item, budget int) int {
 			if sub.state != subWaitSync && cl.state < stateClosing {
 				cl.insufficientState(sub)
 			}
+		case itemPresence:
+			l.deliverPresence(it, sub)
 		}
 	}
 	if n > 0 {

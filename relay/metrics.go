@@ -31,6 +31,11 @@ type metrics struct {
 	// controllerQueueFull counts controller streams broken because their
 	// outbound interest queue was full (ControllerQueue).
 	controllerQueueFull prometheus.Counter
+	// Presence (presence.go).
+	presenceChannels prometheus.Gauge
+	presenceMembers  prometheus.Gauge
+	presencePushes   prometheus.Counter
+	presenceRequests *prometheus.CounterVec
 }
 
 // newMetrics registers the metrics on reg (nil: none); a name already
@@ -60,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		orphaned:            f.Counter("channels_orphaned_total", "Channels whose subscribers were told to recover because no controller owned them for the grace period."),
 		rechecks:            f.Counter("channel_rechecks_total", "Channel positions re-checked after a controller stream (re)opened or ownership moved."),
 		controllerQueueFull: f.Counter("controller_queue_full_total", "Controller streams reopened because the controller did not read its queue of interest changes (ControllerQueue)."),
+		presenceChannels:    f.Gauge("presence_channels", "Channels with presence that have members on this relay."),
+		presenceMembers:     f.Gauge("presence_members", "Presence members (subscriptions of channels with presence) on this relay."),
+		presencePushes:      f.Counter("presence_pushes_total", "Join and leave pushes queued to clients."),
+		presenceRequests:    f.CounterVec("presence_requests_total", "presence and presence_stats commands, by method and result (ok, error, busy).", "method", "result"),
 	}
 	for _, o := range []string{"rejected", "disconnect"} {
 		m.rateLimited.WithLabelValues(o)

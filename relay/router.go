@@ -20,11 +20,12 @@ const numShards = 64
 type itemKind uint8
 
 const (
-	itemPub   itemKind = iota // deliver frame (seq) to live subscriptions
-	itemReady                 // the channel is positioned at (epoch, seq)
-	itemFail                  // the channel could not be positioned
-	itemReset                 // continuity broke (epoch change, lost gap): subscribers must recover
-	itemSkip                  // merged into an earlier item by loop.coalesce
+	itemPub      itemKind = iota // deliver frame (seq) to live subscriptions
+	itemReady                    // the channel is positioned at (epoch, seq)
+	itemFail                     // the channel could not be positioned
+	itemReset                    // continuity broke (epoch change, lost gap): subscribers must recover
+	itemSkip                     // merged into an earlier item by loop.coalesce
+	itemPresence                 // join/leave pushes (grp.frame; seq: how many) for subscriptions with joinLeave
 )
 
 // item is one unit of work for a loop, for one channel.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/herald-chat/herald/internal/admin"
 	"github.com/herald-chat/herald/internal/auth"
+	"github.com/herald-chat/herald/internal/channelopt"
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
@@ -51,6 +52,8 @@ type Server struct {
 
 	router   *router
 	links    *links
+	pres     *presenceTable
+	chopts   *channelopt.Namespaces
 	interned *internTable
 	// yields takes loops whose drain round stopped at deliverBudget; the
 	// yielder schedules them again (see loop.drain).
@@ -116,10 +119,14 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 			"configured", cfg.MaxConnections, "open_file_limit", nofile.Cur, "max_connections", s.maxConns)
 	}
 	s.bg, s.bgCancel = context.WithCancel(context.Background())
+	var err error
 	s.router = newRouter(s)
+	s.pres = newPresenceTable()
+	if s.chopts, err = channelopt.Parse(cfg.ChannelNamespaces); err != nil {
+		return nil, err
+	}
 	s.interned = newInternTable()
 	s.yields = make(chan *loop, n)
-	var err error
 	if s.links, err = newLinks(s, cfg.Controllers); err != nil {
 		return nil, err
 	}

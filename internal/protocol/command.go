@@ -22,7 +22,9 @@ const (
 	MethodHistory
 	MethodRefresh
 	MethodSubRefresh
-	MethodUnsupported // presence, presence_stats, send, rpc
+	MethodPresence
+	MethodPresenceStats
+	MethodUnsupported // send, rpc
 )
 
 // Command is one client command.
@@ -37,10 +39,11 @@ type Command struct {
 	SubRefresh  *SubRefreshRequest  `json:"sub_refresh,omitempty"`
 	Ping        *struct{}           `json:"ping,omitempty"`
 
-	Presence      json.RawMessage `json:"presence,omitempty"`
-	PresenceStats json.RawMessage `json:"presence_stats,omitempty"`
-	Send          json.RawMessage `json:"send,omitempty"`
-	RPC           json.RawMessage `json:"rpc,omitempty"`
+	Presence      *PresenceRequest `json:"presence,omitempty"`
+	PresenceStats *PresenceRequest `json:"presence_stats,omitempty"`
+
+	Send json.RawMessage `json:"send,omitempty"`
+	RPC  json.RawMessage `json:"rpc,omitempty"`
 }
 
 // Method returns the request kind of c.
@@ -62,7 +65,11 @@ func (c *Command) Method() Method {
 		return MethodSubRefresh
 	case c.Ping != nil:
 		return MethodPing
-	case c.Presence != nil || c.PresenceStats != nil || c.Send != nil || c.RPC != nil:
+	case c.Presence != nil:
+		return MethodPresence
+	case c.PresenceStats != nil:
+		return MethodPresenceStats
+	case c.Send != nil || c.RPC != nil:
 		return MethodUnsupported
 	}
 	return MethodEmpty
@@ -89,6 +96,14 @@ type SubscribeRequest struct {
 	Positioned  bool            `json:"positioned,omitempty"`
 	Recoverable bool            `json:"recoverable,omitempty"`
 	Flag        int64           `json:"flag,omitempty"`
+	// JoinLeave asks for join and leave pushes (channels whose namespace
+	// has join_leave).
+	JoinLeave bool `json:"join_leave,omitempty"`
+}
+
+// PresenceRequest is presence{channel} and presence_stats{channel}.
+type PresenceRequest struct {
+	Channel string `json:"channel,omitempty"`
 }
 
 // UnsubscribeRequest is unsubscribe{channel}.

@@ -157,6 +157,8 @@ func (p *scanner) subscribe() (r SubscribeRequest, ok bool) {
 			r.Recover, ok = p.boolean()
 		case "offset":
 			r.Offset, ok = p.uint64()
+		case "join_leave":
+			r.JoinLeave, ok = p.boolean()
 		}
 		return ok
 	})

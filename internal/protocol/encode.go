@@ -434,3 +434,54 @@ func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// PresenceResult is the result of presence: the members by client id.
+type PresenceResult struct {
+	Presence map[string]*ClientInfo `json:"presence"`
+}
+
+// PresenceStatsResult is the result of presence_stats.
+type PresenceStatsResult struct {
+	NumClients uint32 `json:"num_clients"`
+	NumUsers   uint32 `json:"num_users"`
+}
+
+// AppendPresenceReply appends {"id":id,"presence":{"presence":{client:info,...}}}
+// with the members in the order given.
+func AppendPresenceReply(dst []byte, id uint32, members []ClientInfo) []byte {
+	dst = appendReplyStart(dst, id)
+	dst = append(dst, `"presence":{"presence":{`...)
+	for i := range members {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendString(dst, members[i].Client)
+		dst = append(dst, ':')
+		dst = appendClientInfo(dst, &members[i])
+	}
+	return append(dst, '}', '}', '}')
+}
+
+// AppendPresenceStatsReply appends {"id":id,"presence_stats":{"num_clients","num_users"}}.
+func AppendPresenceStatsReply(dst []byte, id uint32, r *PresenceStatsResult) []byte {
+	dst = appendReplyStart(dst, id)
+	dst = append(dst, `"presence_stats":{"num_clients":`...)
+	dst = strconv.AppendUint(dst, uint64(r.NumClients), 10)
+	dst = append(dst, `,"num_users":`...)
+	dst = strconv.AppendUint(dst, uint64(r.NumUsers), 10)
+	return append(dst, '}', '}')
+}
+
+// AppendJoinPush appends {"push":{"channel":ch,"join":{"info":{...}}}}, or
+// the leave push when leave.
+func AppendJoinPush(dst []byte, channel string, ci *ClientInfo, leave bool) []byte {
+	dst = append(dst, `{"push":{"channel":`...)
+	dst = AppendString(dst, channel)
+	if leave {
+		dst = append(dst, `,"leave":{"info":`...)
+	} else {
+		dst = append(dst, `,"join":{"info":`...)
+	}
+	dst = appendClientInfo(dst, ci)
+	return append(dst, '}', '}', '}')
+}

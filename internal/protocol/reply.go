@@ -20,6 +20,9 @@ type Reply struct {
 	Refresh     *RefreshResult    `json:"refresh,omitempty"`
 	SubRefresh  *SubRefreshResult `json:"sub_refresh,omitempty"`
 	Ping        *struct{}         `json:"ping,omitempty"`
+
+	Presence      *PresenceResult      `json:"presence,omitempty"`
+	PresenceStats *PresenceStatsResult `json:"presence_stats,omitempty"`
 }
 
 // Push is an asynchronous server message.
@@ -28,6 +31,13 @@ type Push struct {
 	Pub         *Publication     `json:"pub,omitempty"`
 	Unsubscribe *UnsubscribePush `json:"unsubscribe,omitempty"`
 	Disconnect  *DisconnectPush  `json:"disconnect,omitempty"`
+	Join        *JoinPush        `json:"join,omitempty"`
+	Leave       *JoinPush        `json:"leave,omitempty"`
+}
+
+// JoinPush is push.join and push.leave.
+type JoinPush struct {
+	Info ClientInfo `json:"info"`
 }
 
 // UnsubscribePush is push.unsubscribe.
