@@ -83,6 +83,13 @@ type fakeController struct {
 	gmu  sync.Mutex
 	addr string
 	gs   *grpc.Server
+
+	// Presence as reported by the relay (one relay per fake): members by
+	// channel and client id; fulls counts full deltas, snapshotEnds the
+	// empty deltas that end them.
+	pmu                 sync.Mutex
+	members             map[string]map[string]*heraldv1.ClientInfo
+	fulls, snapshotEnds int
 }
 
 type fakeChan struct {
@@ -296,6 +303,8 @@ func (fc *fakeController) Stream(stream heraldv1.Router_StreamServer) error {
 			fc.mu.Lock()
 			fc.hellos = append(fc.hellos, k.Hello.RelayId)
 			fc.mu.Unlock()
+		case *heraldv1.RelayMessage_Presence:
+			fc.applyPresence(k.Presence)
 		case *heraldv1.RelayMessage_Interest:
 			fs.mu.Lock()
 			for _, ch := range k.Interest.Add {
@@ -403,4 +412,68 @@ func startNotOwner(t testing.TB) string {
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
 	return ln.Addr().String()
+}
+
+func (fc *fakeController) applyPresence(d *heraldv1.PresenceDelta) {
+	fc.pmu.Lock()
+	defer fc.pmu.Unlock()
+	if d.Full {
+		fc.fulls++
+		fc.members = map[string]map[string]*heraldv1.ClientInfo{}
+	} else if len(d.Changes) == 0 {
+		fc.snapshotEnds++
+	}
+	if fc.members == nil {
+		fc.members = map[string]map[string]*heraldv1.ClientInfo{}
+	}
+	for _, c := range d.Changes {
+		mm := fc.members[c.Channel]
+		if c.Leave {
+			delete(mm, c.Client.Client)
+			continue
+		}
+		if mm == nil {
+			mm = map[string]*heraldv1.ClientInfo{}
+			fc.members[c.Channel] = mm
+		}
+		mm[c.Client.Client] = c.Client
+	}
+}
+
+// presenceOf returns the members of ch the relay reported.
+func (fc *fakeController) presenceOf(ch string) map[string]*heraldv1.ClientInfo {
+	fc.pmu.Lock()
+	defer fc.pmu.Unlock()
+	out := map[string]*heraldv1.ClientInfo{}
+	for id, c := range fc.members[ch] {
+		out[id] = c
+	}
+	return out
+}
+
+func (fc *fakeController) Presence(_ context.Context, req *heraldv1.PresenceRequest) (*heraldv1.PresenceResponse, error) {
+	mm := fc.presenceOf(req.Channel)
+	resp := &heraldv1.PresenceResponse{Owned: true, NumClients: uint32(len(mm))}
+	users := map[string]bool{}
+	for _, c := range mm {
+		users[c.User] = true
+		if !req.StatsOnly {
+			resp.Clients = append(resp.Clients, c)
+		}
+	}
+	resp.NumUsers = uint32(len(users))
+	return resp, nil
+}
+
+// sendEvents sends join/leave events to every stream.
+func (fc *fakeController) sendEvents(evs ...*heraldv1.PresenceEvent) {
+	fc.mu.Lock()
+	var targets []*fakeStream
+	for s := range fc.streams {
+		targets = append(targets, s)
+	}
+	fc.mu.Unlock()
+	for _, s := range targets {
+		s.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Presence{Presence: &heraldv1.PresenceEvents{Events: evs}}})
+	}
 }
