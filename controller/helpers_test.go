@@ -218,7 +218,9 @@ type testRelay struct {
 	mu   sync.Mutex
 	pubs map[string][]*heraldv1.Publication
 	owns []*heraldv1.Ownership
-	err  error
+	// events are the join/leave events received, in order.
+	events []*heraldv1.PresenceEvent
+	err    error
 	done chan struct{}
 }
 
@@ -281,6 +283,9 @@ func (r *testRelay) readLoop() {
 		}
 		if o := m.GetOwnership(); o != nil {
 			r.owns = append(r.owns, o)
+		}
+		if pe := m.GetPresence(); pe != nil {
+			r.events = append(r.events, pe.Events...)
 		}
 		r.mu.Unlock()
 	}
