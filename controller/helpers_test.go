@@ -221,7 +221,7 @@ type testRelay struct {
 	// events are the join/leave events received, in order.
 	events []*heraldv1.PresenceEvent
 	err    error
-	done chan struct{}
+	done   chan struct{}
 }
 
 func dialController(tb testing.TB, addr string) heraldv1.RouterClient {

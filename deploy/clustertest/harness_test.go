@@ -52,6 +52,11 @@ const (
 	// sessionTimeout of the controllers' consumer group: how long a killed
 	// controller keeps its partitions.
 	sessionTimeout = 2 * time.Second
+	// presenceGrace: how long controllers keep the presence members of a
+	// relay whose stream is gone.
+	presenceGrace = 3 * time.Second
+	// channelNamespaces: "chat:" channels have presence and join/leave.
+	channelNamespaces = `{"chat":{"presence":true,"join_leave":true}}`
 )
 
 var (
@@ -302,9 +307,12 @@ type cluster struct {
 
 	controllers []*proc
 	relays      []*proc
-	management  *proc
-	cacher      *proc
-	nginx       *proc
+	// relayWS are the relays' own WebSocket URLs (to reach one relay, not
+	// whichever nginx picks).
+	relayWS    []string
+	management *proc
+	cacher     *proc
+	nginx      *proc
 
 	wsURL    string // ws://nginx/connection/websocket
 	httpBase string // http://nginx
@@ -360,6 +368,7 @@ func startCluster(t *testing.T) *cluster {
 		c.controllers = append(c.controllers, newProc(fmt.Sprintf("controller-%d", i), []string{
 			fmt.Sprintf("HERALD_CONTROLLER_ID=controller-%d", i),
 			"HERALD_CONTROLLER_SESSION_TIMEOUT=" + sessionTimeout.String(),
+			"HERALD_CONTROLLER_PRESENCE_GRACE=" + presenceGrace.String(),
 		}, adm, "controller", "-controller-addr", a, "-controller-admin-addr", adm))
 	}
 	mgmtAddr, mgmtAdmin := addr(), addr()
@@ -370,6 +379,7 @@ func startCluster(t *testing.T) *cluster {
 	for i := 1; i <= 2; i++ {
 		a, adm := addr(), addr()
 		fmt.Fprintf(&servers, "server %s max_fails=0; ", a)
+		c.relayWS = append(c.relayWS, "ws://"+a+"/connection/websocket")
 		c.relays = append(c.relays, newProc(fmt.Sprintf("relay-%d", i), []string{
 			"HERALD_CONTROLLERS=" + strings.Join(ctrlAddrs, ","),
 			"HERALD_MANAGEMENT_URL=http://" + mgmtAddr,
@@ -380,6 +390,7 @@ func startCluster(t *testing.T) *cluster {
 			// wait 5s).
 			"HERALD_RELAY_DRAIN_WINDOW=2s",
 			"HERALD_RELAY_PUBLISH_TIMEOUT=2s",
+			"HERALD_CHANNEL_NAMESPACES=" + channelNamespaces,
 		}, adm, "relay", "-relay-addr", a, "-relay-admin-addr", adm))
 	}
 
