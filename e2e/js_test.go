@@ -50,6 +50,34 @@ func TestCentrifugeJS(t *testing.T) {
 	}
 }
 
+// TestCentrifugeJSPresence: centrifuge-js's sub.presence(),
+// sub.presenceStats() and the subscription's join and leave events on a
+// channel whose namespace has presence and join_leave.
+func TestCentrifugeJSPresence(t *testing.T) {
+	node := nodeWithSDK(t)
+	t.Setenv("HERALD_CHANNEL_NAMESPACES", `{"room":{"presence":true,"join_leave":true}}`)
+	st := startStack(t)
+	tok := func(user string) string {
+		claims := auth.NewClaims(user, nil, time.Hour)
+		claims.Caps = []auth.Capability{{Channels: []string{"room:*"}, Match: "wildcard", Allow: []string{"sub"}}}
+		claims.Info = json.RawMessage(`{"name":"` + user + `"}`)
+		s, err := auth.Sign(st.TokenSecret, claims)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	cmd := exec.Command(node, "presence.mjs", st.RelayURL, tok("jsa"), tok("jsb"), "room:js")
+	cmd.Dir = jsDir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("centrifuge-js: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"ok":true`) {
+		t.Fatalf("centrifuge-js output: %s", out)
+	}
+}
+
 // nodeWithSDK returns node's path; it fails the test (not skips) when node
 // or the npm packages are missing, so a CI that forgot the install step
 // cannot pass.
