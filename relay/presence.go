@@ -149,10 +149,10 @@ func (l *loop) presenceLeave(cl *client, sub *subscription) {
 }
 
 func (l *loop) queuePresence(c *heraldv1.PresenceChange) {
-	if len(l.presq) == 0 {
+	l.presq = append(l.presq, c)
+	if len(l.presq) == 1 {
 		l.execute(l.flushPresence)
 	}
-	l.presq = append(l.presq, c)
 }
 
 // flushPresence reports the changes queued by this loop (a loop task).
