@@ -80,6 +80,8 @@ func TestDashboardsAgainstPrometheus(t *testing.T) {
 	// A small outbound cap so a client that never reads is disconnected
 	// (3008) after a few hundred KB instead of 4 MB.
 	t.Setenv("HERALD_RELAY_OUTBOUND_CAP", strconv.Itoa(256<<10))
+	// chat: channels have presence and join/leave (the presence panels).
+	t.Setenv("HERALD_CHANNEL_NAMESPACES", `{"chat":{"presence":true,"join_leave":true}}`)
 	st := startStack(t)
 	p := startPrometheus(t, prom, filepath.Join(dir, "alerts.yml"), st)
 
@@ -469,6 +471,13 @@ func driveTraffic(t *testing.T, st *devstack.Stack) {
 		}
 	}
 	bob.waitFor(t, n)
+	// Presence (the members are alice and bob: their joins were events).
+	if _, err := alice.Presence(ctx, channel); err != nil {
+		t.Fatalf("presence: %v", err)
+	}
+	if st, err := alice.PresenceStats(ctx, channel); err != nil || st.NumClients != 2 {
+		t.Fatalf("presence_stats: %+v, %v", st, err)
+	}
 
 	bearer := token(t, st.TokenSecret, "bob", []string{channel}, nil)
 	hist := st.ManagementURL + "/v1/channels/" + url.PathEscape(channel) + "/messages?limit=3&order=asc"
