@@ -30,7 +30,9 @@
 //     revocation, loss and shutdown).
 //   - per relay stream: the gRPC handler goroutine is the only sender on the
 //     stream; a receive goroutine (tracked by Run, ends when the handler
-//     returns) applies interest deltas.
+//     returns) applies interest and presence deltas.
+//   - the presence ticker (owned by Run): flushes join/leave events every
+//     PresenceTick and drops relays gone for PresenceGrace.
 //
 // # Locks (acquire in this order, never the reverse)
 //
@@ -38,6 +40,14 @@
 //  2. partState.mu: a partition's channel heads and recent-publication rings
 //     (written by the poll loop once per poll, read by Recover).
 //  3. interestShard.mu: one of 64 shards of the channel → relay streams map.
+//
+// Presence (presence.go) has its own order: presence.mu (the relays' sets;
+// one delta applied at a time), then a presShard.mu, then presence.evMu
+// (pending join/leave events, a leaf); the event flush takes evMu alone,
+// then interestShard read locks, and queues to relay streams without
+// blocking. Every controller holds every relay's members; only the owner
+// of a channel answers Presence and emits its events (coalesced per
+// PresenceTick, at most PresenceEvents per channel per tick).
 //
 // Server.streamsMu (the set of relay streams) and batchWriter.mu are leaves:
 // nothing else is acquired while holding them, apart from kgo's own pause

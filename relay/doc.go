@@ -91,10 +91,25 @@
 //     client recover and history run on the worker pool (bounded by
 //     RPCTimeout); franz-go produce callbacks hand acks to loops and never
 //     block.
-//   - Locks, in acquisition order: router.imu, then a shard mutex or a
-//     link's qmu (link.qmu takes shard locks while a session snapshots the
-//     interest set); router.qmu, links.mu, loop.tmu are leaves. No lock is
-//     held across network I/O; none is shared by two links' I/O.
+//   - Presence (presence.go): a subscription of a channel whose namespace
+//     has presence (channelopt) is a member; its loop queues the change
+//     (loop.presq) and reports the round's changes at once in a loop task
+//     (flushPresence → Server.applyPresence): the relay's presenceTable is
+//     updated and one PresenceDelta queued on every link (link.enqueue, the
+//     same bounded queue as interest, so presence and interest keep their
+//     order per link; a full queue reopens the stream, which starts with
+//     the whole set). A session snapshots the table with the interest set
+//     and sends it (full=true, chunks, an empty delta ending it) before its
+//     sender starts. Join/leave events from the owner are posted to the
+//     loops as itemPresence (one frame per channel run) like publications.
+//     Channels without presence add nothing: the subscription's two flags
+//     live in its padding.
+//   - Locks, in acquisition order: router.imu or presenceTable.mu (never
+//     both), then a shard mutex or a link's qmu (link.qmu takes shard locks
+//     while a session snapshots the interest set; the session holds
+//     presenceTable.mu, then qmu, then shard locks); router.qmu, links.mu,
+//     loop.tmu are leaves. No lock is held across network I/O; none is
+//     shared by two links' I/O.
 //   - Limits and close codes: frame/message over MaxMessageSize (also
 //     fragmented, also after inflating) 1009; protocol violations 1002;
 //     invalid UTF-8 1007 (checked per fragment); subscriptions over
