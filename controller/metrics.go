@@ -27,6 +27,9 @@ type metrics struct {
 	lag               *prometheus.GaugeVec
 	recoverRequests   *prometheus.CounterVec
 	positions         *prometheus.CounterVec
+	controlCommands   *prometheus.CounterVec
+	duplicates        prometheus.Counter
+	dedupeLoads       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,11 +54,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		recoverRequests:   f.CounterVec("recover_requests_total", "Recover calls by result (recovered, not_recovered, position, not_owner, error).", "result"),
 		positions:         f.CounterVec("positions_total", "Channels answered by Positions calls (relays positioning channels in batches), by result (owned, not_owner).", "result"),
 	}
+	m.controlCommands = f.CounterVec("control_commands_total", "Server API commands run on the relays (Control), by result (complete: every relay replied; partial: ControlTimeout ran out).", "result")
+	m.duplicates = f.Counter("duplicate_records_total", "Records skipped because their client_msg_id repeated one of the channel's idempotency window.")
+	m.dedupeLoads = f.Counter("dedupe_window_loads_total", "Idempotency windows of channels built from the store (a channel's first keyed record since assignment).")
 	if err := f.Err(); err != nil {
 		return nil, err
 	}
 	for _, r := range []string{"recovered", "not_recovered", "position", "not_owner", "error"} {
 		m.recoverRequests.WithLabelValues(r)
+	}
+	for _, r := range []string{"complete", "partial"} {
+		m.controlCommands.WithLabelValues(r)
 	}
 	for _, r := range []string{"owned", "not_owner"} {
 		m.positions.WithLabelValues(r)

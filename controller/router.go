@@ -276,9 +276,13 @@ func (s *Server) recvLoop(stream grpc.BidiStreamingServer[heraldv1.RelayMessage,
 			}
 			return
 		}
+		if r := msg.GetReply(); r != nil {
+			s.cmds.deliver(r)
+			continue
+		}
 		d := msg.GetInterest()
 		if d == nil {
-			continue // a repeated hello: nothing to do
+			continue // a repeated hello or a kind this controller ignores
 		}
 		for _, ch := range d.GetAdd() {
 			if _, ok := r.chans[ch]; ok || ch == "" {

@@ -39,7 +39,9 @@ type Server struct {
 	ln   net.Listener
 	grpc *grpc.Server
 
-	interest *interest
+	interest  *interest
+	cmds      commands  // Control calls waiting for relay replies
+	startedAt time.Time // New's time (info's uptime)
 
 	streamsMu     sync.Mutex
 	streams       map[*relayStream]struct{}
@@ -100,6 +102,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		ln:      ln,
 		streams: make(map[*relayStream]struct{}),
 		parts:   make(map[int32]*partState),
+
+		startedAt: time.Now(),
 	}
 	s.interest = newInterest(m)
 	s.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))
