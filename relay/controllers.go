@@ -345,6 +345,8 @@ func (ls *links) session(ctx context.Context, l *link) error {
 			// partition) is fetched now, not when a later publication
 			// reveals the gap.
 			srv.router.recheck(gained)
+		case *heraldv1.ControllerMessage_Command:
+			srv.runCommand(l, k.Command)
 		}
 	}
 }

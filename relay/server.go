@@ -38,10 +38,11 @@ const wsPath = "/connection/websocket"
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg      Config
-	verifier *auth.Verifier
-	log      *slog.Logger
-	m        *metrics
+	cfg       Config
+	startedAt time.Time // New's time (the server API's info uptime)
+	verifier  *auth.Verifier
+	log       *slog.Logger
+	m         *metrics
 
 	numLoops int
 	// loopsMu guards loops and loopByEL (filled as gnet boots the loops); a leaf.
@@ -97,14 +98,15 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 	}
 	n := cfg.Loops()
 	s := &Server{
-		cfg:      cfg,
-		verifier: verifier,
-		log:      log.With("service", "relay"),
-		m:        newMetrics(reg),
-		numLoops: n,
-		loops:    make([]*loop, n),
-		loopByEL: map[gnet.EventLoop]*loop{},
-		booted:   make(chan struct{}),
+		cfg:       cfg,
+		startedAt: time.Now(),
+		verifier:  verifier,
+		log:       log.With("service", "relay"),
+		m:         newMetrics(reg),
+		numLoops:  n,
+		loops:     make([]*loop, n),
+		loopByEL:  map[gnet.EventLoop]*loop{},
+		booted:    make(chan struct{}),
 	}
 	var nofile unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
