@@ -130,6 +130,8 @@ func (c *Relay) SetProcs(log *slog.Logger) {
 type Management struct {
 	fs       *flag.FlagSet
 	Config   management.Config
+	Kafka    kafka.Config
+	kopts    []kgo.Opt
 	Store    Store
 	S3       archive.Config
 	Secret   Secret
@@ -141,6 +143,7 @@ type Management struct {
 func NewManagement() *Management {
 	c := &Management{fs: flag.NewFlagSet("management", flag.ContinueOnError)}
 	c.Config.RegisterFlags(c.fs)
+	c.Kafka.RegisterFlags(c.fs)
 	c.Store.RegisterFlags(c.fs)
 	c.S3.RegisterFlags(c.fs)
 	c.Secret.RegisterFlags(c.fs, "HS256 secret of client tokens (required)")
@@ -152,10 +155,13 @@ func (c *Management) Name() string           { return "management" }
 func (c *Management) FlagSet() *flag.FlagSet { return c.fs }
 
 func (c *Management) Validate() error {
-	if err := errors.Join(config.EnvErrors(), c.Config.Validate()); err != nil {
+	if err := errors.Join(config.EnvErrors(), c.Config.Validate(), c.Kafka.Validate()); err != nil {
 		return err
 	}
 	var err error
+	if c.kopts, err = c.Kafka.Opts(); err != nil {
+		return err
+	}
 	if c.verifier, err = c.Secret.verifier(); err != nil {
 		return err
 	}
@@ -168,7 +174,7 @@ func (c *Management) Build(ctx context.Context, log *slog.Logger, deps Deps) (*S
 	if err != nil {
 		return nil, err
 	}
-	srv, err := management.New(c.Config, st, arc, c.verifier, log, svc.Admin.Registry)
+	srv, err := management.New(c.Config, st, arc, c.verifier, log, svc.Admin.Registry, c.kopts...)
 	if err != nil {
 		return nil, errors.Join(err, svc.Close())
 	}

@@ -68,6 +68,25 @@ type Config struct {
 	// writer flush, group leave), and a partition's flush on revocation.
 	// Default 10s (HERALD_CONTROLLER_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// ControlTimeout bounds how long Control waits for the relays' replies
+	// to a server API command; after it the answer is partial (the replies
+	// that came, out of how many relays). Default 3s
+	// (HERALD_CONTROLLER_CONTROL_TIMEOUT); 0 in a Config literal means 3s.
+	ControlTimeout time.Duration
+	// PublishedTimeout bounds how long Published waits for the poll loop to
+	// pass the record's offset. Default 5s
+	// (HERALD_CONTROLLER_PUBLISHED_TIMEOUT); 0 in a Config literal means 5s.
+	PublishedTimeout time.Duration
+	// DedupeWindow and DedupeSeqs are the idempotency window: a record
+	// whose client_msg_id the channel already had in a record at most
+	// DedupeSeqs seqs back whose published_at is at most DedupeWindow
+	// before its own is skipped (no seq, not stored). Both bounds come
+	// from the log, so a replay skips the same records. Defaults 5m and
+	// 1000 (HERALD_CONTROLLER_DEDUPE_WINDOW, HERALD_CONTROLLER_DEDUPE_SEQS);
+	// 0 in a Config literal means the default; DedupeSeqs < 0 disables
+	// deduplication.
+	DedupeWindow time.Duration
+	DedupeSeqs   int
 
 	// PresenceGrace is how long the presence members of a relay whose
 	// stream is gone are kept (it may reconnect and replace them with a
@@ -142,6 +161,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.PresenceGrace, "controller-presence-grace", "HERALD_CONTROLLER_PRESENCE_GRACE", 15*time.Second, "keep the presence members of a relay whose stream is gone this long")
 	config.Duration(fs, &c.PresenceTick, "controller-presence-tick", "HERALD_CONTROLLER_PRESENCE_TICK", 100*time.Millisecond, "coalesce join/leave events of a channel over this period")
 	config.Int(fs, &c.PresenceEvents, "controller-presence-events", "HERALD_CONTROLLER_PRESENCE_EVENTS", 10, "max join/leave events per channel per presence tick (the rest are dropped)")
+	config.Duration(fs, &c.ControlTimeout, "controller-control-timeout", "HERALD_CONTROLLER_CONTROL_TIMEOUT", 3*time.Second, "wait for the relays' replies to a server API command (then answer the partial result)")
+	config.Duration(fs, &c.PublishedTimeout, "controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", 5*time.Second, "wait for the poll loop to sequence a record the server API published")
+	config.Duration(fs, &c.DedupeWindow, "controller-dedupe-window", "HERALD_CONTROLLER_DEDUPE_WINDOW", 5*time.Minute, "idempotency window: a publish repeating a client_msg_id of the channel within this (by published_at) is skipped")
+	config.Int(fs, &c.DedupeSeqs, "controller-dedupe-seqs", "HERALD_CONTROLLER_DEDUPE_SEQS", 1000, "idempotency window in seqs: only the channel's last this many messages are compared (-1: no deduplication)")
 	for _, old := range []string{"addr", "group", "id", "ring-size", "ring-idle", "batch-messages", "batch-interval",
 		"max-backlog", "stream-queue", "session-timeout", "shutdown-timeout"} {
 		config.Deprecated(fs, old, "controller-"+old)
@@ -160,6 +183,18 @@ func defaultID() string {
 func (c *Config) Validate() error {
 	if c.ID == "" {
 		c.ID = defaultID()
+	}
+	if c.ControlTimeout == 0 {
+		c.ControlTimeout = 3 * time.Second
+	}
+	if c.PublishedTimeout == 0 {
+		c.PublishedTimeout = 5 * time.Second
+	}
+	if c.DedupeWindow == 0 {
+		c.DedupeWindow = 5 * time.Minute
+	}
+	if c.DedupeSeqs == 0 {
+		c.DedupeSeqs = 1000
 	}
 	var errs []error
 	if c.envErr != nil {
@@ -215,6 +250,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)
+	}
+	if c.ControlTimeout < 0 {
+		bad("controller-control-timeout", "HERALD_CONTROLLER_CONTROL_TIMEOUT", "must be > 0, got %s", c.ControlTimeout)
+	}
+	if c.PublishedTimeout < 0 {
+		bad("controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", "must be > 0, got %s", c.PublishedTimeout)
+	}
+	if c.DedupeWindow < 0 {
+		bad("controller-dedupe-window", "HERALD_CONTROLLER_DEDUPE_WINDOW", "must be > 0, got %s", c.DedupeWindow)
 	}
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/tick"
@@ -43,6 +44,13 @@ type partState struct {
 	// idle rings walks those, not every channel the partition has a head
 	// for (all of them since the store began).
 	ringed []*chanState
+
+	// advanced is closed (and replaced) whenever next moves: Published
+	// waits on it. api remembers the outcome of the server API's records by
+	// offset (apiOrder: oldest first, at most maxAPIRecords). Under mu.
+	advanced chan struct{}
+	api      map[int64]apiRecord
+	apiOrder []int64
 }
 
 // chanState is a channel's head and its ring of recent publications (dense
@@ -53,6 +61,9 @@ type chanState struct {
 	ring  []*heraldv1.Publication
 	pos   int
 	last  int64 // unix ns of the poll that pushed the newest publication
+	// dedupe is the idempotency window, nil until the channel's first
+	// record with a client_msg_id since assignment (api.go).
+	dedupe *dedupeWin
 }
 
 func (c *chanState) push(p *heraldv1.Publication, size int) {
@@ -142,6 +153,7 @@ func (s *Server) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 			next:      st.NextOffset,
 			catchUpTo: ends[p],
 			touched:   make(map[string]int),
+			advanced:  make(chan struct{}),
 		}
 		for name, h := range st.Heads {
 			ps.chans[name] = &chanState{epoch: h.Epoch, seq: h.LastSeq}
@@ -272,6 +284,10 @@ func (s *Server) dropParts(parts []int32, drain bool) {
 }
 
 func (s *Server) closePart(ps *partState, drain bool) {
+	ps.mu.Lock()
+	close(ps.advanced) // Published calls waiting on it find the partition gone
+	ps.advanced = make(chan struct{})
+	ps.mu.Unlock()
 	ps.w.close(s.cfg.ShutdownTimeout, drain)
 	s.resumeFetch(ps.id) // a pause would outlive the assignment
 	s.m.lag.DeleteLabelValues(strconv.Itoa(int(ps.id)))
@@ -298,7 +314,7 @@ func (s *Server) pollLoop(ctx context.Context, cl *kgo.Client) {
 		})
 		now := time.Now()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			s.processPartition(fp, fo, now, bl)
+			s.processPartition(ctx, fp, fo, now, bl)
 		})
 		if n := fo.flush(s.m); n > 0 {
 			s.m.deliveries.Add(float64(n))
@@ -308,7 +324,7 @@ func (s *Server) pollLoop(ctx context.Context, cl *kgo.Client) {
 }
 
 // processPartition sequences one poll's records of one partition.
-func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now time.Time, bl *badLog) {
+func (s *Server) processPartition(ctx context.Context, fp kgo.FetchTopicPartition, fo *fanout, now time.Time, bl *badLog) {
 	if fp.Topic != s.cfg.Topic || len(fp.Records) == 0 {
 		return
 	}
@@ -335,10 +351,34 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 		if rec.Offset < ps.next {
 			continue // already sequenced (a refetch)
 		}
+		m := &heraldv1.Message{}
+		err := proto.Unmarshal(rec.Value, m)
+		var cs *chanState
+		if err == nil && m.ClientMsgId != "" && s.cfg.DedupeSeqs > 0 && m.Channel != "" {
+			if cs = ps.chans[m.Channel]; cs == nil || cs.dedupe == nil {
+				// The channel's first keyed record since assignment: build
+				// its idempotency window from the store, without the lock
+				// (this goroutine is the only writer of the partition).
+				head := uint64(0)
+				if cs != nil {
+					head = cs.seq
+				}
+				ps.mu.Unlock()
+				w := s.loadDedupe(ctx, m.Channel, head)
+				ps.mu.Lock()
+				if ctx.Err() != nil {
+					break // shutting down: this record is left to the next owner
+				}
+				if cs = ps.chans[m.Channel]; cs == nil {
+					cs = &chanState{}
+					ps.chans[m.Channel] = cs
+				}
+				cs.dedupe = w
+			}
+		}
 		ps.next = rec.Offset + 1
 		consumed++
-		m := &heraldv1.Message{}
-		if err := proto.Unmarshal(rec.Value, m); err != nil {
+		if err != nil {
 			s.badRecord(bl, rec, "undecodable value", err)
 			continue
 		}
@@ -350,13 +390,29 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 			s.badRecord(bl, rec, "channel belongs to partition "+strconv.Itoa(int(partition.For(m.Channel, nparts))), nil)
 			continue
 		}
-		cs := ps.chans[m.Channel]
+		if cs == nil {
+			cs = ps.chans[m.Channel]
+		}
 		if cs == nil {
 			cs = &chanState{}
 			ps.chans[m.Channel] = cs
 		}
 		if cs.epoch == "" {
 			cs.epoch = epochFor(s.streamID, m.Channel)
+		}
+		fromAPI := isAPIRecord(rec)
+		if cs.dedupe != nil && m.ClientMsgId != "" {
+			if first, dup := s.duplicate(cs, m); dup {
+				s.m.duplicates.Inc()
+				if fromAPI {
+					ps.rememberAPI(apiRecord{offset: rec.Offset, seq: first, duplicate: true})
+				}
+				continue
+			}
+			s.remember(cs, m, cs.seq+1)
+		}
+		if fromAPI {
+			ps.rememberAPI(apiRecord{offset: rec.Offset, seq: cs.seq + 1})
 		}
 		cs.seq++
 		pub := &heraldv1.Publication{Channel: m.Channel, Seq: cs.seq, Epoch: cs.epoch, Message: m}
@@ -398,6 +454,10 @@ func (s *Server) processPartition(fp kgo.FetchTopicPartition, fo *fanout, now ti
 	next := ps.next
 	if next > start && (len(chunks) == 0 || chunks[len(chunks)-1].next < next) {
 		cut(next) // the rest, or only skipped records: the checkpoint still moves
+	}
+	if next > start {
+		close(ps.advanced) // wakes Published calls waiting for an offset
+		ps.advanced = make(chan struct{})
 	}
 	ps.mu.Unlock()
 
@@ -474,4 +534,15 @@ func (s *Server) badRecord(bl *badLog, rec *kgo.Record, reason string, err error
 	}
 	s.log.Warn("skipping bad record", args...)
 	bl.last, bl.suppressed = time.Now(), 0
+}
+
+// isAPIRecord reports whether rec was produced by the server API (it
+// carries kafka.APIHeader).
+func isAPIRecord(rec *kgo.Record) bool {
+	for _, h := range rec.Headers {
+		if h.Key == kafka.APIHeader {
+			return true
+		}
+	}
+	return false
 }

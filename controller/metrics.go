@@ -34,6 +34,9 @@ type metrics struct {
 	presenceRelaysExpired prometheus.Counter
 	presenceEvents        *prometheus.CounterVec
 	presenceRequests      *prometheus.CounterVec
+	controlCommands       *prometheus.CounterVec
+	duplicates            prometheus.Counter
+	dedupeLoads           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,11 +67,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		presenceEvents:        f.CounterVec("presence_events_total", "Join/leave events of owned channels, by result (emitted: sent to the interested relays; dropped: over the per-channel limit of a tick).", "result"),
 		presenceRequests:      f.CounterVec("presence_requests_total", "Presence calls, by result (ok, not_owner).", "result"),
 	}
+	m.controlCommands = f.CounterVec("control_commands_total", "Server API commands run on the relays (Control), by result (complete: every relay replied; partial: ControlTimeout ran out).", "result")
+	m.duplicates = f.Counter("duplicate_records_total", "Records skipped because their client_msg_id repeated one of the channel's idempotency window.")
+	m.dedupeLoads = f.Counter("dedupe_window_loads_total", "Idempotency windows of channels built from the store (a channel's first keyed record since assignment).")
 	if err := f.Err(); err != nil {
 		return nil, err
 	}
 	for _, r := range []string{"recovered", "not_recovered", "position", "not_owner", "error"} {
 		m.recoverRequests.WithLabelValues(r)
+	}
+	for _, r := range []string{"complete", "partial"} {
+		m.controlCommands.WithLabelValues(r)
 	}
 	for _, r := range []string{"owned", "not_owner"} {
 		m.positions.WithLabelValues(r)

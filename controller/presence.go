@@ -392,22 +392,3 @@ func (s *Server) Presence(_ context.Context, req *heraldv1.PresenceRequest) (*he
 	s.m.presenceRequests.WithLabelValues("ok").Inc()
 	return &heraldv1.PresenceResponse{Owned: true, Clients: clients, NumClients: uint32(nc), NumUsers: uint32(nu)}, nil
 }
-
-// enqueue queues one message without blocking; a full queue closes the
-// stream as a slow relay. It reports success.
-func (r *relayStream) enqueue(cm *heraldv1.ControllerMessage, m *metrics) bool {
-	select {
-	case <-r.done:
-		return false
-	default:
-	}
-	select {
-	case r.queue <- cm:
-		return true
-	default:
-		if r.kill(errSlowRelay) {
-			m.slowRelays.Inc()
-		}
-		return false
-	}
-}

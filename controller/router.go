@@ -181,6 +181,26 @@ func (r *relayStream) wakeOwnership() {
 var errSlowRelay = status.Error(codes.ResourceExhausted, "slow relay")
 
 // enqueuePubs queues pubs as one or more batches without blocking. When the
+// enqueue queues one message (presence events, a server API command)
+// without blocking; a full queue closes the stream as a slow relay, as for
+// publications. It reports whether it was queued.
+func (r *relayStream) enqueue(cm *heraldv1.ControllerMessage, m *metrics) bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+	}
+	select {
+	case r.queue <- cm:
+		return true
+	default:
+		if r.kill(errSlowRelay) {
+			m.slowRelays.Inc()
+		}
+		return false
+	}
+}
+
 // queue is full the stream is closed as slow. It reports success.
 func (r *relayStream) enqueuePubs(pubs []*heraldv1.Publication, m *metrics) bool {
 	select {
@@ -281,9 +301,13 @@ func (s *Server) recvLoop(stream grpc.BidiStreamingServer[heraldv1.RelayMessage,
 			s.presence.apply(r, pd)
 			continue
 		}
+		if rep := msg.GetReply(); rep != nil {
+			s.cmds.deliver(rep)
+			continue
+		}
 		d := msg.GetInterest()
 		if d == nil {
-			continue // a repeated hello or another kind: nothing to do here
+			continue // a repeated hello or a kind this controller ignores
 		}
 		for _, ch := range d.GetAdd() {
 			if _, ok := r.chans[ch]; ok || ch == "" {

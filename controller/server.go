@@ -39,8 +39,10 @@ type Server struct {
 	ln   net.Listener
 	grpc *grpc.Server
 
-	interest *interest
-	presence *presence
+	interest  *interest
+	presence  *presence
+	cmds      commands  // Control calls waiting for relay replies
+	startedAt time.Time // New's time (info's uptime)
 
 	streamsMu     sync.Mutex
 	streams       map[*relayStream]struct{}
@@ -110,6 +112,8 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 		ln:      ln,
 		streams: make(map[*relayStream]struct{}),
 		parts:   make(map[int32]*partState),
+
+		startedAt: time.Now(),
 	}
 	s.interest = newInterest(m)
 	s.presence = newPresence(s)

@@ -308,7 +308,7 @@ func (s *Stack) fillSettings() {
 	svcs.Controller.Admin.Addr, svcs.Cacher.Admin.Addr = o.ControllerAdmin, o.CacherAdmin
 	svcs.Management.Admin.Addr, svcs.Relay.Admin.Addr = o.ManagementAdmin, o.RelayAdmin
 	// The embedded Kafka speaks plaintext without authentication.
-	svcs.Controller.Kafka, svcs.Relay.Kafka = kafka.Config{}, kafka.Config{}
+	svcs.Controller.Kafka, svcs.Relay.Kafka, svcs.Management.Kafka = kafka.Config{}, kafka.Config{}, kafka.Config{}
 	for _, sec := range []*assembly.Secret{&svcs.Relay.Secret, &svcs.Management.Secret, &svcs.Cacher.Secret} {
 		sec.Secret = o.TokenSecret
 	}
@@ -324,6 +324,9 @@ func (s *Stack) fillSettings() {
 	if !o.setByUser("cacher-require-admin", "HERALD_CACHER_REQUIRE_ADMIN") {
 		svcs.Cacher.Config.RequireAdmin = false
 	}
+	// The dev server API is open (loopback dev, like the cacher API) unless
+	// a key is given (-api-key / HERALD_API_KEY).
+	svcs.Management.Config.APIOpen = svcs.Management.Config.APIKey == ""
 	// The chat page, with tokens for any name: dev only.
 	svcs.Management.Config.Web.Enabled = true
 	svcs.Management.Config.DevTokens = &webui.DevTokens{Secret: o.TokenSecret, RelayURL: "ws://" + o.RelayAddr + "/connection/websocket"}
@@ -345,6 +348,9 @@ func (s *Stack) startServices(ctx context.Context) error {
 	svcs.Controller.Config.Brokers, svcs.Relay.Config.Brokers = s.Brokers, s.Brokers
 	svcs.Relay.Config.Controllers = []string{o.ControllerAddr}
 	svcs.Relay.Config.Topic, svcs.Relay.Config.Partitions = s.Topic, int(s.Partitions)
+	mc := &svcs.Management.Config
+	mc.Brokers, mc.Controllers, mc.Topic, mc.Partitions = s.Brokers, []string{o.ControllerAddr}, s.Topic, int(s.Partitions)
+
 	svcs.Cacher.S3.Endpoint, svcs.Management.S3.Endpoint = s.S3Endpoint, s.S3Endpoint
 	svcs.Controller.Store.URI, svcs.Cacher.Store.URI, svcs.Management.Store.URI = s.StoreURI, s.StoreURI, s.StoreURI
 

@@ -32,6 +32,10 @@ func (s *Server) Handler() http.Handler {
 	if s.web != nil {
 		s.web.Register(mux)
 	}
+	if s.api != nil {
+		mux.HandleFunc("POST /api", s.api.handle)
+		mux.HandleFunc("POST /api/{method}", s.api.handle)
+	}
 	routes := httpjson.Routes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()

@@ -25,6 +25,7 @@
 //
 //	GET /v1/channels/{channel}/messages?before=&after=&limit=&order=&cursor=
 //	GET /v1/channels/{channel}
+//	POST /api/{method}, POST /api   the server API (api.go), API key auth
 //
 // Auth: Authorization: Bearer <connection JWT> whose channels hold the
 // channel, or whose caps grant "hst" on it, or with admin: true.
@@ -48,6 +49,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/herald-chat/herald/internal/archive"
 	"github.com/herald-chat/herald/internal/auth"
@@ -77,12 +79,14 @@ type Server struct {
 	m        *metrics
 	cache    *chunkCache
 	k        uint64
-	web      *webui.UI // nil unless cfg.Web.Enabled
+	web      *webui.UI  // nil unless cfg.Web.Enabled
+	api      *serverAPI // nil unless cfg.API
 }
 
 // New returns the management service over st and arc; verifier checks the
-// bearer tokens.
-func New(cfg Config, st store.Store, arc *archive.Client, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+// bearer tokens. kopts are appended to the server API's Kafka client
+// options (TLS, SASL).
+func New(cfg Config, st store.Store, arc *archive.Client, verifier *auth.Verifier, log *slog.Logger, reg prometheus.Registerer, kopts ...kgo.Opt) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
 	}
@@ -108,16 +112,25 @@ func New(cfg Config, st store.Store, arc *archive.Client, verifier *auth.Verifie
 			return nil, err
 		}
 	}
-	return &Server{
+	s := &Server{
 		web: web, cfg: cfg, st: st, arc: arc, verifier: verifier, log: log.With("service", "management"), m: m,
 		cache: newChunkCache(int64(cfg.CacheBytes), func(n int64) { m.cacheBytes.Set(float64(n)) }),
 		k:     uint64(arc.ChunkSize()),
-	}, nil
+	}
+	if cfg.API {
+		if s.api, err = newServerAPI(s, kopts); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Run serves the REST API until ctx is cancelled, then shuts down
 // gracefully and returns nil.
 func (s *Server) Run(ctx context.Context) error {
+	if s.api != nil {
+		defer s.api.close()
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("management: listening on %s: %w", s.cfg.Addr, err)

@@ -15,6 +15,9 @@ type metrics struct {
 	fallbacks   prometheus.Counter
 	retries     prometheus.Counter
 	notModified prometheus.Counter
+	apiRequests *prometheus.CounterVec
+	apiDuration *prometheus.HistogramVec
+	apiPartial  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,8 +34,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries:    f.Counter("page_retries_total", "Page reads that found seqs purged concurrently (archived meanwhile) and took them from S3 instead."),
 	}
 	m.notModified = f.Counter("not_modified_total", "Immutable (archived) pages answered 304 Not Modified from If-None-Match, without reading S3.")
+	m.apiRequests = f.CounterVec("api_requests_total", "Server API requests by method (unknown: not a method) and result (ok, or the error code: 101 unauthorized, 104 method not found, 107 bad request, 108 not available, 112 unrecoverable position, 100 internal).", "method", "result")
+	m.apiDuration = f.HistogramVec("api_request_duration_seconds", "Server API request duration by method.",
+		// 0.5 ms (channels, info on a small cluster) … 8 s (a publish waiting for a slow Kafka).
+		prometheus.ExponentialBuckets(0.0005, 2, 15), "method")
+	m.apiPartial = f.Counter("api_partial_commands_total", "Server API commands (disconnect, unsubscribe, channels) that not every relay answered within the controller's timeout.")
 	if err := f.Err(); err != nil {
 		return nil, err
+	}
+	for _, method := range APIMethods() {
+		m.apiRequests.WithLabelValues(method, "ok")
+		m.apiDuration.WithLabelValues(method)
 	}
 	for _, r := range []string{"ok", "not_found", "corrupt", "error"} {
 		m.chunkReads.WithLabelValues(r)

@@ -354,6 +354,8 @@ func (ls *links) session(ctx context.Context, l *link) error {
 			srv.router.recheck(gained)
 		case *heraldv1.ControllerMessage_Presence:
 			srv.router.handlePresenceEvents(k.Presence.GetEvents())
+		case *heraldv1.ControllerMessage_Command:
+			srv.runCommand(l, k.Command)
 		}
 	}
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/herald-chat/herald/internal/admin"
 	"github.com/herald-chat/herald/internal/auth"
 	"github.com/herald-chat/herald/internal/channelopt"
-	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
@@ -39,10 +39,11 @@ const wsPath = "/connection/websocket"
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg      Config
-	verifier *auth.Verifier
-	log      *slog.Logger
-	m        *metrics
+	cfg       Config
+	startedAt time.Time // New's time (the server API's info uptime)
+	verifier  *auth.Verifier
+	log       *slog.Logger
+	m         *metrics
 
 	numLoops int
 	// loopsMu guards loops and loopByEL (filled as gnet boots the loops); a leaf.
@@ -100,14 +101,15 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 	}
 	n := cfg.Loops()
 	s := &Server{
-		cfg:      cfg,
-		verifier: verifier,
-		log:      log.With("service", "relay"),
-		m:        newMetrics(reg),
-		numLoops: n,
-		loops:    make([]*loop, n),
-		loopByEL: map[gnet.EventLoop]*loop{},
-		booted:   make(chan struct{}),
+		cfg:       cfg,
+		startedAt: time.Now(),
+		verifier:  verifier,
+		log:       log.With("service", "relay"),
+		m:         newMetrics(reg),
+		numLoops:  n,
+		loops:     make([]*loop, n),
+		loopByEL:  map[gnet.EventLoop]*loop{},
+		booted:    make(chan struct{}),
 	}
 	var nofile unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
@@ -488,22 +490,19 @@ var produceBufs = sync.Pool{New: func() any { return new(produceBuf) }}
 // ack (or failure). It never blocks. data is only read during the call.
 func (s *Server) publish(ch, sender string, info, data []byte, done func(error)) {
 	pb := produceBufs.Get().(*produceBuf)
-	pb.msg.Id = newUUIDv7()
+	pb.msg.Id = kafka.NewMessageID()
 	pb.msg.Channel = ch
 	pb.msg.Sender = sender
 	pb.msg.Info = info
 	pb.msg.Data = data
 	pb.msg.PublishedAt = time.Now().UnixMilli()
-	value, err := proto.MarshalOptions{}.MarshalAppend(pb.rec.Value[:0], &pb.msg)
+	err := kafka.EncodeRecord(&pb.rec, s.cfg.Topic, int32(s.cfg.Partitions), &pb.msg)
 	proto.Reset(&pb.msg) // drop the references to the caller's buffers
 	if err != nil {
 		produceBufs.Put(pb)
-		done(fmt.Errorf("encoding message: %w", err))
+		done(err)
 		return
 	}
-	// A fresh record but for the two buffers: franz-go fills in the
-	// timestamp, offset and producer fields of a zero record.
-	pb.rec = kgo.Record{Topic: s.cfg.Topic, Key: append(pb.rec.Key[:0], ch...), Value: value, Partition: partition.For(ch, int32(s.cfg.Partitions))}
 	start := time.Now()
 	s.kcl.TryProduce(context.Background(), &pb.rec, func(_ *kgo.Record, err error) {
 		if err == nil {
@@ -653,19 +652,6 @@ func newUUIDBytes() [16]byte {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return b
-}
-
-// newUUIDv7 returns a time-ordered (v7) UUID string.
-func newUUIDv7() string {
-	var b [16]byte
-	_, _ = rand.Read(b[6:])
-	ms := uint64(time.Now().UnixMilli())
-	for i := 0; i < 6; i++ {
-		b[i] = byte(ms >> (40 - 8*i))
-	}
-	b[6] = b[6]&0x0f | 0x70
-	b[8] = b[8]&0x3f | 0x80
-	return formatUUID(b)
 }
 
 func formatUUID(b [16]byte) string {

@@ -91,6 +91,11 @@ func printBanner(w io.Writer, st *devstack.Stack, devSecret bool) {
 		fmt.Fprintf(&b, "  controller gRPC      %s\n", st.ControllerAddr)
 		fmt.Fprintf(&b, "  management REST      %s/v1/channels/{channel}/messages  (OpenAPI: %s/v1/openapi.json)\n", st.ManagementURL, st.ManagementURL)
 		fmt.Fprintf(&b, "  cacher API           %s/v1/archive/run\n", st.CacherURL)
+		if mc := st.Opts.Services.Management.Config; mc.API && mc.APIOpen {
+			fmt.Fprintf(&b, "  server API           %s/api/{method}  (open on loopback; set HERALD_API_KEY to require a key)\n", st.ManagementURL)
+		} else if mc.API {
+			fmt.Fprintf(&b, "  server API           %s/api/{method}  (Authorization: apikey $HERALD_API_KEY)\n", st.ManagementURL)
+		}
 		for _, n := range []string{"relay", "controller", "management", "cacher"} {
 			fmt.Fprintf(&b, "  %-20s %s/metrics\n", n+" admin", st.Admin[n])
 		}
