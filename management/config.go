@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/herald-chat/herald/internal/channelopt"
 	"github.com/herald-chat/herald/internal/config"
 	"github.com/herald-chat/herald/management/webui"
 )
@@ -50,9 +51,13 @@ type Config struct {
 	Brokers    []string
 	Topic      string
 	Partitions int
-	// Presence says which channels have presence (nil: every channel; the
-	// owner's answer decides). internal/channelopt's namespaces fit it.
+	// Presence says which channels have presence (Validate derives it from
+	// ChannelNamespaces when nil).
 	Presence PresenceOptions
+	// ChannelNamespaces is the relays' namespace options
+	// (HERALD_CHANNEL_NAMESPACES, internal/channelopt); when set and
+	// Presence is nil, Validate derives Presence from it.
+	ChannelNamespaces string
 
 	listHook func(*Config)
 }
@@ -78,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.String(fs, &brokers, "kafka-brokers", "HERALD_KAFKA_BROKERS", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 	config.String(fs, &c.Topic, "kafka-topic", "HERALD_KAFKA_TOPIC", "herald.messages", "Kafka topic")
 	config.Int(fs, &c.Partitions, "kafka-partitions", "HERALD_KAFKA_PARTITIONS", 12, "Kafka topic partition count")
+	config.String(fs, &c.ChannelNamespaces, "channel-namespaces", "HERALD_CHANNEL_NAMESPACES", "", "the relays' channel namespace options (JSON, see the relay's flag): the server API answers 108 for presence of a channel without presence")
 	c.listHook = func(dst *Config) {
 		dst.Controllers = config.List(controllers)
 		dst.Brokers = config.List(brokers)
@@ -95,6 +101,13 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheBytes < 0 {
 		return fmt.Errorf("-management-cache-bytes (HERALD_MANAGEMENT_CACHE_BYTES) %d: must not be negative", c.CacheBytes)
+	}
+	if c.Presence == nil {
+		ns, err := channelopt.Parse(c.ChannelNamespaces)
+		if err != nil {
+			return fmt.Errorf("-channel-namespaces (HERALD_CHANNEL_NAMESPACES): %v", err)
+		}
+		c.Presence = namespacePresence{ns}
 	}
 	if c.API {
 		if c.APIKey == "" && !c.APIOpen {
@@ -115,3 +128,8 @@ func (c *Config) Validate() error {
 	}
 	return c.Web.Validate()
 }
+
+// namespacePresence answers PresenceOptions from the channel namespaces.
+type namespacePresence struct{ ns *channelopt.Namespaces }
+
+func (p namespacePresence) Presence(channel string) bool { return p.ns.Lookup(channel).Presence }
