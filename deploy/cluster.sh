@@ -39,6 +39,16 @@ S3_ENDPOINT=http://127.0.0.1:9000
 # Seconds a crashed controller keeps its partitions (Kafka session timeout;
 # kfake's minimum is 6s).
 CONTROLLER_SESSION_TIMEOUT=${CONTROLLER_SESSION_TIMEOUT:-6s}
+# The server API's key: HERALD_API_KEY, else one generated once and kept in
+# $DIR/api-key.
+if [[ -n ${HERALD_API_KEY:-} ]]; then
+  API_KEY=$HERALD_API_KEY
+elif [[ -f $DIR/api-key ]]; then
+  API_KEY=$(cat "$DIR/api-key")
+else
+  API_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077 && printf '%s' "$API_KEY" >"$DIR/api-key")
+fi
 # The dev secret of `herald dev` (so `herald token --dev` works) unless set.
 export HERALD_TOKEN_SECRET=${HERALD_TOKEN_SECRET:-herald-dev-secret-do-not-use-in-production}
 
@@ -116,7 +126,7 @@ start() {
   # Only the listed HERALD_* settings apply: drop others from the caller's env.
   local clean=()
   while IFS='=' read -r k _; do
-    [[ $k == HERALD_* && $k != HERALD_TOKEN_SECRET && $k != HERALD_LOG_LEVEL ]] && clean+=(-u "$k")
+    [[ $k == HERALD_* && $k != HERALD_TOKEN_SECRET && $k != HERALD_LOG_LEVEL && $k != HERALD_API_KEY ]] && clean+=(-u "$k")
   done < <(env)
 
   log "engines (data in $ENG)"
@@ -138,7 +148,7 @@ start() {
       "$BIN" controller -controller-addr "127.0.0.1:${CONTROLLER_PORTS[$i]}" -controller-admin-addr "127.0.0.1:${CONTROLLER_ADMIN_PORTS[$i]}"
   done
   log "management :$MANAGEMENT_PORT admin :$MANAGEMENT_ADMIN_PORT; cacher :$CACHER_PORT admin :$CACHER_ADMIN_PORT"
-  launch management "${common[@]}" "$BIN" management \
+  launch management "${common[@]}" HERALD_API_KEY="$API_KEY" HERALD_CONTROLLERS="$controllers" "$BIN" management \
     -management-addr "127.0.0.1:$MANAGEMENT_PORT" -management-admin-addr "127.0.0.1:$MANAGEMENT_ADMIN_PORT"
   launch cacher "${common[@]}" "$BIN" cacher \
     -cacher-addr "127.0.0.1:$CACHER_PORT" -cacher-admin-addr "127.0.0.1:$CACHER_ADMIN_PORT"
@@ -177,6 +187,7 @@ Herald cluster is running (logs and pids in $RUN).
   WebSocket   ws://127.0.0.1:$NGINX_PORT/connection/websocket   (nginx, least_conn over :${RELAY_PORTS[0]} :${RELAY_PORTS[1]})
   history     http://127.0.0.1:$NGINX_PORT/v1/channels/{channel}/messages
   nginx       http://127.0.0.1:$NGINX_PORT/nginx_status
+  server API  curl -H "Authorization: apikey $API_KEY" -d '{"channel":"chat:lobby","data":{"text":"hi"}}' http://127.0.0.1:$MANAGEMENT_PORT/api/publish
   archive now curl -X POST -H "Authorization: Bearer $adm" http://127.0.0.1:$CACHER_PORT/v1/archive/run   (admin token, 24h)
   metrics     relays :${RELAY_ADMIN_PORTS[0]} :${RELAY_ADMIN_PORTS[1]}, controllers :${CONTROLLER_ADMIN_PORTS[0]} :${CONTROLLER_ADMIN_PORTS[1]}, management :$MANAGEMENT_ADMIN_PORT, cacher :$CACHER_ADMIN_PORT (/metrics)
   token (alice; chat:lobby, chat:dev): ${tok:-see: $BIN token --dev --sub alice --channels chat:lobby}

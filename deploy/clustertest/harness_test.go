@@ -57,6 +57,8 @@ const (
 	presenceGrace = 3 * time.Second
 	// channelNamespaces: "chat:" channels have presence and join/leave.
 	channelNamespaces = `{"chat":{"presence":true,"join_leave":true}}`
+	// apiKey of the management's server API.
+	apiKey = "cluster-test-api-key"
 )
 
 var (
@@ -311,6 +313,7 @@ type cluster struct {
 	// whichever nginx picks).
 	relayWS    []string
 	management *proc
+	apiBase    string // http://management (the server API, apiKey)
 	cacher     *proc
 	nginx      *proc
 
@@ -372,7 +375,12 @@ func startCluster(t *testing.T) *cluster {
 		}, adm, "controller", "-controller-addr", a, "-controller-admin-addr", adm))
 	}
 	mgmtAddr, mgmtAdmin := addr(), addr()
-	c.management = newProc("management", nil, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-management-admin-addr", mgmtAdmin)
+	c.apiBase = "http://" + mgmtAddr
+	c.management = newProc("management", []string{
+		"HERALD_API_KEY=" + apiKey,
+		"HERALD_CONTROLLERS=" + strings.Join(ctrlAddrs, ","),
+		"HERALD_CHANNEL_NAMESPACES=" + channelNamespaces,
+	}, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-management-admin-addr", mgmtAdmin)
 	cacherAddr, cacherAdmin := addr(), addr()
 	c.cacher = newProc("cacher", []string{"HERALD_ARCHIVE_INTERVAL=1h"}, cacherAdmin, "cacher", "-cacher-addr", cacherAddr, "-cacher-admin-addr", cacherAdmin)
 	var servers strings.Builder

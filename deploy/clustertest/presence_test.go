@@ -51,6 +51,9 @@ func newPresenceClient(t *testing.T, url, name, ch string) *presenceClient {
 	}
 	pc.sub.OnJoin(func(e centrifuge.JoinEvent) { pc.event("join:" + e.User) })
 	pc.sub.OnLeave(func(e centrifuge.LeaveEvent) { pc.event("leave:" + e.User) })
+	pc.sub.OnUnsubscribed(func(e centrifuge.UnsubscribedEvent) { pc.event(fmt.Sprintf("unsubscribed:%d", e.Code)) })
+	pc.sub.OnPublication(func(e centrifuge.PublicationEvent) { pc.event(fmt.Sprintf("pub:%d:%s", e.Offset, e.Data)) })
+	pc.c.OnDisconnected(func(e centrifuge.DisconnectedEvent) { pc.event(fmt.Sprintf("disconnected:%d", e.Code)) })
 	subscribed := make(chan struct{}, 1)
 	pc.sub.OnSubscribed(func(centrifuge.SubscribedEvent) {
 		select {
