@@ -569,6 +569,11 @@ func (a *serverAPI) history(ctx context.Context, params json.RawMessage) (any, *
 	if limit < 0 {
 		return nil, badRequest("limit must not be negative")
 	}
+	if p.Cursor != "" {
+		if cq, err := decodeCursor(p.Cursor); err != nil || (cq.Before != 0 && cq.After >= cq.Before) {
+			return nil, badRequest("malformed cursor")
+		}
+	}
 	res := historyResult{Publications: []apiPublication{}}
 	ch, err := a.s.st.Channel(ctx, p.Channel)
 	switch {
