@@ -139,7 +139,7 @@ start() {
   done
   log "management :$MANAGEMENT_PORT admin :$MANAGEMENT_ADMIN_PORT; cacher :$CACHER_PORT admin :$CACHER_ADMIN_PORT"
   launch management "${common[@]}" "$BIN" management \
-    -management-addr "127.0.0.1:$MANAGEMENT_PORT" -management-admin-addr "127.0.0.1:$MANAGEMENT_ADMIN_PORT"
+    -management-addr "127.0.0.1:$MANAGEMENT_PORT" -management-admin-addr "127.0.0.1:$MANAGEMENT_ADMIN_PORT" -management-api=false
   launch cacher "${common[@]}" "$BIN" cacher \
     -cacher-addr "127.0.0.1:$CACHER_PORT" -cacher-admin-addr "127.0.0.1:$CACHER_ADMIN_PORT"
   for i in 0 1; do

@@ -363,7 +363,7 @@ func startCluster(t *testing.T) *cluster {
 		}, adm, "controller", "-controller-addr", a, "-controller-admin-addr", adm))
 	}
 	mgmtAddr, mgmtAdmin := addr(), addr()
-	c.management = newProc("management", nil, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-management-admin-addr", mgmtAdmin)
+	c.management = newProc("management", nil, mgmtAdmin, "management", "-management-addr", mgmtAddr, "-management-admin-addr", mgmtAdmin, "-management-api=false")
 	cacherAddr, cacherAdmin := addr(), addr()
 	c.cacher = newProc("cacher", []string{"HERALD_ARCHIVE_INTERVAL=1h"}, cacherAdmin, "cacher", "-cacher-addr", cacherAddr, "-cacher-admin-addr", cacherAdmin)
 	var servers strings.Builder
