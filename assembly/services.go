@@ -155,14 +155,14 @@ func (c *Management) Name() string           { return "management" }
 func (c *Management) FlagSet() *flag.FlagSet { return c.fs }
 
 func (c *Management) Validate() error {
+	var err error
+	if c.verifier, err = c.Secret.verifier(); err != nil {
+		return err
+	}
 	if err := errors.Join(config.EnvErrors(), c.Config.Validate(), c.Kafka.Validate()); err != nil {
 		return err
 	}
-	var err error
 	if c.kopts, err = c.Kafka.Opts(); err != nil {
-		return err
-	}
-	if c.verifier, err = c.Secret.verifier(); err != nil {
 		return err
 	}
 	return c.S3.Validate()

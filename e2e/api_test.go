@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/herald-chat/herald/assembly"
 	"github.com/herald-chat/herald/devstack"
+	"github.com/herald-chat/herald/devstack/devstacktest"
 	"github.com/herald-chat/herald/internal/auth"
 )
 
@@ -486,4 +488,28 @@ func devstackStartWithKey(t *testing.T, key string) *devstack.Stack {
 		}
 	})
 	return st
+}
+
+// BenchmarkServerAPIPublish: one server API publish after another (Kafka
+// ack plus the owner's seq), reporting p50/p99 latency.
+func BenchmarkServerAPIPublish(b *testing.B) {
+	st := devstacktest.Start(b, func(o *devstack.Options) { o.TokenSecret = "e2e-secret" })
+	body := []byte(`{"channel":"bench:api","data":{"text":"hello"}}`)
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		resp, err := http.Post(st.ManagementURL+"/api/publish", "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }

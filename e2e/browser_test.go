@@ -116,7 +116,7 @@ func startProductionManagement(t *testing.T, st *devstack.Stack, sdk string) str
 	cmd := assembly.NewManagement()
 	if err := cmd.FlagSet().Parse([]string{
 		"-management-addr=" + addr, "-management-admin-addr=" + addrs[1],
-		"-management-web=true", "-management-web-sdk-dir=" + sdk, "-management-web-relay-url=" + st.RelayURL,
+		"-management-web=true", "-management-api=false", "-management-web-sdk-dir=" + sdk, "-management-web-relay-url=" + st.RelayURL,
 		"-s3-endpoint=" + st.S3Endpoint, "-s3-bucket=" + st.Bucket,
 		"-s3-access-key=" + st.S3AccessKey, "-s3-secret-key=" + st.S3SecretKey,
 		"-archive-chunk-size=" + strconv.Itoa(chunkSize), "-token-secret=" + st.TokenSecret,

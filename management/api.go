@@ -569,13 +569,8 @@ func (a *serverAPI) history(ctx context.Context, params json.RawMessage) (any, *
 	if limit < 0 {
 		return nil, badRequest("limit must not be negative")
 	}
-	// The cursor is checked before the channel is looked up, so a
-	// malformed one is an error even for a channel with no messages.
-	var cq query
 	if p.Cursor != "" {
-		var err error
-		cq, err = decodeCursor(p.Cursor)
-		if err != nil || (cq.Before != 0 && cq.After >= cq.Before) {
+		if cq, err := decodeCursor(p.Cursor); err != nil || (cq.Before != 0 && cq.After >= cq.Before) {
 			return nil, badRequest("malformed cursor")
 		}
 	}
@@ -599,6 +594,10 @@ func (a *serverAPI) history(ctx context.Context, params json.RawMessage) (any, *
 		q.Limit = DefaultLimit
 	}
 	if p.Cursor != "" {
+		cq, err := decodeCursor(p.Cursor)
+		if err != nil || (cq.Before != 0 && cq.After >= cq.Before) {
+			return nil, badRequest("malformed cursor")
+		}
 		cq.Limit = q.Limit
 		q = cq
 	} else if p.Since != nil {
