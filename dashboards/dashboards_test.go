@@ -499,6 +499,7 @@ func driveTraffic(t *testing.T, st *devstack.Stack) {
 	}
 
 	slowConsumer(t, st)
+	serverAPI(t, st, channel+"-api")
 
 	// Prometheus sees a new series' first increments only as its first
 	// sample: read history again a couple of scrapes later so request rates
@@ -508,6 +509,26 @@ func driveTraffic(t *testing.T, st *devstack.Stack) {
 		if got := walkHistory(t, hist, bearer); got != n {
 			t.Fatalf("history: %d messages, want %d", got, n)
 		}
+		serverAPI(t, st, channel+"-api")
+	}
+}
+
+// serverAPI calls the dev stack's (open) server API: an idempotent publish
+// sent twice (the controller skips the repeat), channels (a command on the
+// relays) and an unknown method (an error result).
+func serverAPI(t *testing.T, st *devstack.Stack, channel string) {
+	t.Helper()
+	for _, c := range []struct{ method, body string }{
+		{"publish", `{"channel":"` + channel + `","data":{"api":true},"idempotency_key":"dash-1"}`},
+		{"publish", `{"channel":"` + channel + `","data":{"api":true},"idempotency_key":"dash-1"}`},
+		{"channels", `{}`},
+		{"no_such_method", `{}`},
+	} {
+		resp, err := http.Post(st.ManagementURL+"/api/"+c.method, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatalf("server API %s: %v", c.method, err)
+		}
+		resp.Body.Close()
 	}
 }
 
