@@ -49,6 +49,16 @@
 // of a channel answers Presence and emits its events (coalesced per
 // PresenceTick, at most PresenceEvents per channel per tick).
 //
+// Server API commands (api.go): Control gives a command an id, queues it on
+// every relay stream (relayStream.enqueue: never blocks, a full queue closes
+// the stream as slow) and waits, bounded by ControlTimeout, for the replies
+// the receive goroutines hand over by id (commands.mu, a leaf). Published
+// waits, bounded by PublishedTimeout, until the poll loop passed a record's
+// offset. The idempotency window of a channel is loaded from the store by
+// the poll loop on the channel's first keyed record after an assignment,
+// with partState.mu released around the read (the poll loop is the only
+// writer of a partition's state).
+//
 // Server.streamsMu (the set of relay streams) and batchWriter.mu are leaves:
 // nothing else is acquired while holding them, apart from kgo's own pause
 // lock under batchWriter.mu. No lock is held across store or network I/O.

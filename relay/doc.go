@@ -104,6 +104,11 @@
 //     loops as itemPresence (one frame per channel run) like publications.
 //     Channels without presence add nothing: the subscription's two flags
 //     live in its padding.
+//   - Server API commands (commands.go) arrive on a controller stream's
+//     session goroutine; disconnect, unsubscribe, channels and info run on
+//     every loop as a loop task each, and the last loop to finish queues
+//     the CommandReply on the same link's sender; nothing blocks a loop or
+//     the session.
 //   - Locks, in acquisition order: router.imu or presenceTable.mu (never
 //     both), then a shard mutex or a link's qmu (link.qmu takes shard locks
 //     while a session snapshots the interest set; the session holds
