@@ -13,7 +13,7 @@
 # (subset of: cf-mem cf-redis herald), HERALD_BIN (a prebuilt herald, e.g.
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
-# git), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
+# git), DURATION (overrides the window), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
 # not touch docs/performance.md). Ports: 1937x (never Herald's defaults).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -62,6 +62,7 @@ if [[ -n ${QUICK:-} ]]; then
 else
   W=(--connect-rate 3000 --warmup 3s --duration 20s --drain 3s); IDLE_D=10s; FLOOR_ROUNDS=8
 fi
+[[ -n ${DURATION:-} ]] && W+=(--duration "$DURATION")
 args_of() { # scenario → loadtest arguments
   case $1 in
     idle) echo "idle --conns 10000 ${W[*]} --duration $IDLE_D --drain 0s" ;;
@@ -166,6 +167,25 @@ start_herald() {
   URL=ws://127.0.0.1:$RELAY_PORT/connection/websocket
 }
 
+# profile_herald (PROFILE=1, full windows): 8 s CPU profiles of relay and
+# controller from their pprof listeners, /proc/PID/io and the load tester's
+# counts over the same seconds, then strace -c -f of each for 4 s.
+profile_herald() { # rundir
+  local d=$1 p name pid
+  sleep 9
+  for p in ${PROCS//,/ }; do echo "${p%%=*} $(tr '\n' ' ' </proc/${p#*=}/io) $(cut -d' ' -f14,15 /proc/${p#*=}/stat)"; done >"$d/io.before"
+  curl -fsS -o "$d/relay.pprof" "http://127.0.0.1:$RELAY_PPROF/debug/pprof/profile?seconds=8" &
+  curl -fsS -o "$d/controller.pprof" "http://127.0.0.1:$CTRL_PPROF/debug/pprof/profile?seconds=8" &
+  wait
+  for p in ${PROCS//,/ }; do echo "${p%%=*} $(tr '\n' ' ' </proc/${p#*=}/io) $(cut -d' ' -f14,15 /proc/${p#*=}/stat)"; done >"$d/io.after"
+  if command -v strace >/dev/null; then
+    for p in ${PROCS//,/ }; do
+      timeout -s INT 4 strace -c -f -p "${p#*=}" -o "$d/strace.${p%%=*}.txt" 2>/dev/null &
+    done
+    wait
+  fi
+}
+
 run_one() { # server scenario rep
   local server=$1 sc=$2 rep=$3
   local name=$sc.$server.$rep
@@ -180,11 +200,16 @@ run_one() { # server scenario rep
   esac
   local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
   log "$name: $(args_of "$sc")  (load $load)"
+  local prof=""
+  if [[ -n ${PROFILE:-} && $server == herald && $sc != idle ]]; then
+    profile_herald "$RUNDIR" & prof=$!
+  fi
   # shellcheck disable=SC2046
   HERALD_TOKEN_SECRET=$SECRET "$HERALD" loadtest $(args_of "$sc") --url "$URL" --server-pid "$MAIN" \
     --procs "$PROCS" --channel-prefix "cmp$RANDOM-" --progress=false \
     --out "$OUT/$name.json" --html "$OUT/$name.html" >"$RUNDIR/loadtest.txt" 2>&1 ||
     log "$name: loadtest failed (see $RUNDIR/loadtest.txt)"
+  [[ -n $prof ]] && wait "$prof"
   echo "$name $load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"
   stop_all
   rm -rf "$RUNDIR/data"
