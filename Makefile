@@ -65,7 +65,7 @@ test-dashboards: ## every dashboard panel and alert against a real Prometheus
 	$(GO) test -count=1 -v -timeout 5m -run TestDashboardsAgainstPrometheus ./dashboards/
 
 # --- BENCH / LOADTEST (bench/README.md, docs/performance.md) ---
-.PHONY: loadtest perf-report
+.PHONY: loadtest perf-report compare
 bench: ## hot-path micro-benchmarks, benchstat-ready (COUNT=5 BENCH=. BENCHTIME= PKGS= FULL=1 OUT=)
 	bench/run.sh
 
@@ -75,6 +75,9 @@ loadtest: build ## one scenario against a fresh `herald dev` or URL: SCENARIO=id
 
 perf-report: build ## standard load test set, regenerates docs/performance.md results (PERF_SCALE=modest|full, PERF_RUNS=)
 	loadtest/scripts/perf-report.sh
+
+compare: ## Herald vs Centrifugo v6.9.1 (memory, Redis) side by side, alternating; table into docs/performance.md (QUICK=1: < 5 min; RUNS= SCENARIOS= SERVERS=)
+	QUICK=$(QUICK) bench/compare/compare.sh
 
 clean: ## remove build output (not ./data)
 	rm -rf bin bench.out

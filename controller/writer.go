@@ -115,9 +115,8 @@ func (w *batchWriter) take(force bool) (batch []chunk, wait time.Duration) {
 		return nil, -1
 	}
 	if !force && w.queued < w.s.cfg.BatchMessages {
-		age := time.Since(w.pending[0].at)
-		if age < w.s.cfg.BatchInterval {
-			return nil, w.s.cfg.BatchInterval - age
+		if wait := flushDue(w.pending[0].at, w.s.cfg.BatchInterval).Sub(time.Now()); wait > 0 {
+			return nil, wait
 		}
 	}
 	k, msgs := 0, 0
@@ -134,6 +133,18 @@ func (w *batchWriter) take(force bool) (batch []chunk, wait time.Duration) {
 		w.pending = nil
 	}
 	return batch, 0
+}
+
+// flushDue is when a batch whose oldest chunk arrived at oldest is due: the
+// first multiple of interval (on the wall clock) after oldest+interval/2, so
+// the oldest chunk waits between half and one and a half intervals. Every partition's writer of the process (and of every controller)
+// thus flushes at the same instants, so the store's group commit writes the
+// partitions' batches of one interval in one transaction, where flushing
+// each at its own oldest chunk's age spread them over the interval: at 1,000
+// chat msgs/s over 12 partitions that was a transaction (and its WAL pages)
+// per message or two.
+func flushDue(oldest time.Time, interval time.Duration) time.Time {
+	return oldest.Add(interval / 2).Truncate(interval).Add(interval)
 }
 
 // run is the writer goroutine.

@@ -69,9 +69,12 @@ type Config struct {
 	// ServerPprof is the server's net/http/pprof base URL: live heap per
 	// connection from forced GCs (LiveHeapStats).
 	ServerPprof string `json:"server_pprof,omitempty"`
-	Out         string `json:"out,omitempty"`  // results JSON path
-	HTML        string `json:"html,omitempty"` // HTML report path
-	Progress    bool   `json:"progress"`       // live progress line on stderr, default true
+	// Procs names more server processes to account ("relay=123,kafka=456"):
+	// each one's CPU over the steady window, per delivery (ProcStats).
+	Procs    string `json:"procs,omitempty"`
+	Out      string `json:"out,omitempty"`  // results JSON path
+	HTML     string `json:"html,omitempty"` // HTML report path
+	Progress bool   `json:"progress"`       // live progress line on stderr, default true
 
 	MaxFrame    int64  `json:"max_frame"`               // largest frame accepted from the server, default 1 MiB
 	Reader      string `json:"reader,omitempty"`        // "epoll" (default on Linux) or "goroutine"; "" = default
@@ -108,6 +111,7 @@ func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.Workers, "workers", 0, "worker processes (0 = as many as --conns needs; 1 = in-process)")
 	fs.IntVar(&c.ServerPID, "server-pid", 0, "sample RSS and CPU of this server process from /proc")
 	fs.StringVar(&c.ServerPprof, "server-pprof", "", "the server's net/http/pprof base URL (e.g. http://127.0.0.1:6060, the relay's -relay-pprof-addr): live heap per connection, from GCs forced before connecting and at the end of the window")
+	fs.StringVar(&c.Procs, "procs", "", `server processes whose CPU is accounted over the window, each alone and per delivery: "name=pid,name=pid" (e.g. "relay=123,controller=456")`)
 	fs.StringVar(&c.Out, "out", "", "write JSON results to this file")
 	fs.StringVar(&c.HTML, "html", "", "write a self-contained HTML report to this file")
 	fs.BoolVar(&c.Progress, "progress", true, "print a live progress line on stderr every second")
@@ -285,6 +289,9 @@ func (c *Config) Validate() error {
 		return usageErr("--reader epoll needs Linux (use --reader goroutine)")
 	case c.Readers < 0 || c.Readers > 64:
 		return usageErr("--readers must be within 0..64, got %d", c.Readers)
+	}
+	if _, err := parseProcs(c.Procs); err != nil {
+		return usageErr("--procs: %v", err)
 	}
 	if c.ServerPprof != "" {
 		if pu, err := url.Parse(c.ServerPprof); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {

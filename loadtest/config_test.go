@@ -202,3 +202,26 @@ func TestSourcePoolRoundRobin(t *testing.T) {
 		}
 	}
 }
+
+func TestParseProcs(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		err  bool
+	}{
+		{"", 0, false},
+		{"relay=12", 1, false},
+		{"relay=12, controller=13,kafka=14", 3, false},
+		{"relay", 0, true},
+		{"relay=x", 0, true},
+		{"=12", 0, true},
+		{"relay=1,relay=2", 0, true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parseProcs(tc.in)
+			if (err != nil) != tc.err || len(got) != tc.want {
+				t.Fatalf("parseProcs(%q) = %v, %v; want %d entries, error %v", tc.in, got, err, tc.want, tc.err)
+			}
+		})
+	}
+}

@@ -122,6 +122,9 @@ func summaryRows(res *Result) []row {
 	if s := res.Server; s != nil {
 		rows = append(rows, row{K: "server", V: s.describe(res.Scenario)})
 	}
+	for _, p := range res.Procs {
+		rows = append(rows, row{K: "process " + p.Name, V: p.describe(), Bad: p.Error != ""})
+	}
 	rows = append(rows, row{K: "load tester", V: fmt.Sprintf("%.1f CPU s, %.0f%% average in the window", res.Client.CPUSeconds, res.Client.CPUAvgPct)})
 	if res.Aborted {
 		rows = append(rows, row{K: "aborted", V: "the run was interrupted", Bad: true})

@@ -31,6 +31,11 @@ type monitor struct {
 	// before any connection, its end by the sampler in the window's last
 	// second (live.Conns == 0 until then).
 	live *LiveHeapStats
+
+	// procs are the --procs processes; steadyDeliv and steadyAcks count
+	// what arrived over the same steady ticks their CPU is summed over.
+	procs                   []*procAcc
+	steadyDeliv, steadyAcks uint64
 }
 
 func newMonitor(cfg *Config, out io.Writer) *monitor {
@@ -90,7 +95,13 @@ func (m *monitor) start(source func() progress) {
 				base.ServerRSS = s.rss
 			}
 		}
+		procs, _ := parseProcs(m.cfg.Procs) // validated by Config.Validate
 		m.mu.Lock()
+		for _, np := range procs {
+			a := &procAcc{namedProc: np}
+			a.tick(false)
+			m.procs = append(m.procs, a)
+		}
 		m.samples = append(m.samples, base)
 		m.mu.Unlock()
 		for {
@@ -122,6 +133,16 @@ func (m *monitor) start(source func() progress) {
 						fmt.Fprintf(m.out, "\nloadtest: server pid %d: %v\n", m.cfg.ServerPID, err)
 					}
 				}
+				steady := s.Phase == "steady"
+				m.mu.Lock()
+				for _, a := range m.procs {
+					a.tick(steady)
+				}
+				if steady {
+					m.steadyDeliv += p.Delivered - prev.Delivered
+					m.steadyAcks += p.Acked - prev.Acked
+				}
+				m.mu.Unlock()
 				prev, prevAt = p, now
 				m.maybeLiveEnd(now, p.Ready)
 				m.mu.Lock()
@@ -187,6 +208,17 @@ func (m *monitor) liveStats() *LiveHeapStats {
 		c := *l
 		return &c
 	}
+}
+
+// procStats returns the --procs processes' window figures, nil without.
+func (m *monitor) procStats() []ProcStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []ProcStats
+	for _, a := range m.procs {
+		out = append(out, a.stats(m.steadyDeliv, m.steadyAcks))
+	}
+	return out
 }
 
 func (m *monitor) printLine(s Sample) {

@@ -29,6 +29,7 @@ type Result struct {
 	Recovery    *RecoveryStats            `json:"recovery,omitempty"`
 	Server      *ServerStats              `json:"server,omitempty"`
 	LiveHeap    *LiveHeapStats            `json:"live_heap,omitempty"` // --server-pprof
+	Procs       []ProcStats               `json:"procs,omitempty"`     // --procs
 	Client      ClientStats               `json:"client"`
 	Errors      map[string]uint64         `json:"errors,omitempty"`
 	ErrorSample []string                  `json:"error_samples,omitempty"`
@@ -403,6 +404,9 @@ func (res *Result) WriteSummary(w io.Writer) {
 	}
 	if l := res.LiveHeap; l != nil {
 		fmt.Fprintf(w, "server %s\n", l.describe())
+	}
+	for _, p := range res.Procs {
+		fmt.Fprintf(w, "%s\n", p.describe())
 	}
 	fmt.Fprintf(w, "load tester: %.1f CPU s, avg %.0f%% in the window\n", res.Client.CPUSeconds, res.Client.CPUAvgPct)
 	if len(res.Errors) > 0 {

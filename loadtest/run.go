@@ -130,6 +130,7 @@ func Run(ctx context.Context, cfg *Config, o Options) (*Result, error) {
 	}
 	res := buildResult(cfg, reps, tl, samples, started, time.Now(), ctx.Err() != nil)
 	res.LiveHeap = mon.liveStats()
+	res.Procs = mon.procStats()
 	return res, nil
 }
 

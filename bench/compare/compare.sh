@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# make compare: the same `herald loadtest` scenarios against Centrifugo v6.9.1
+# (memory engine), Centrifugo (Redis engine) and Herald (engines, controller
+# and relay as separate processes), alternating, every server fresh, plus a
+# bench/floor pass; then bench/compare writes one table into
+# docs/performance.md (between the compare markers) and an HTML page.
+#
+#   bench/compare/compare.sh            # full: 20 s windows
+#   QUICK=1 bench/compare/compare.sh    # short windows, under 5 minutes
+#
+# Variables: QUICK, RUNS (repetitions of the whole set, default 1),
+# SCENARIOS (subset of: idle bcast-1 bcast-10 chat-1k chat-5k), SERVERS
+# (subset of: cf-mem cf-redis herald), HERALD_BIN (a prebuilt herald, e.g.
+# another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
+# COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
+# git), DURATION (overrides the window), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
+# not touch docs/performance.md). Ports: 1937x (never Herald's defaults).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+
+CACHE=${COMPARE_CACHE:-$HOME/.cache/herald-compare}
+CF_VERSION=v6.9.1
+CF=$CACHE/centrifugo
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+OUT=${OUT_DIR:-$ROOT/bench/results/compare-$STAMP}
+mkdir -p "$CACHE" "$OUT"
+SECRET=compare-secret-$RANDOM$RANDOM
+RUNS=${RUNS:-1}
+SCENARIOS=${SCENARIOS:-idle bcast-1 bcast-10 chat-1k chat-5k}
+SERVERS=${SERVERS:-cf-mem cf-redis herald}
+
+# Ports, away from Herald's defaults and from other engineers' tests.
+CF_PORT=19370 REDIS_PORT=19371
+RELAY_PORT=19380 RELAY_ADMIN=19381 RELAY_PPROF=19382
+CTRL_PORT=19390 CTRL_ADMIN=19391 CTRL_PPROF=19392
+KAFKA_PORT=19393 S3_PORT=19394
+
+log() { printf 'compare: %s\n' "$*" >&2; }
+
+# --- install -----------------------------------------------------------
+if [[ ! -x $CF ]] || ! go version -m "$CF" 2>/dev/null | grep -q "centrifugo/v6[[:space:]]*$CF_VERSION"; then
+  log "installing Centrifugo $CF_VERSION into $CACHE (go install, a few minutes the first time)"
+  (cd "$CACHE" && GOBIN=$CACHE go install "github.com/centrifugal/centrifugo/v6@$CF_VERSION")
+fi
+if ! command -v redis-server >/dev/null; then
+  log "redis-server missing: apt-get install redis-server"
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server
+fi
+HERALD=${HERALD_BIN:-}
+if [[ -z $HERALD ]]; then
+  HERALD=$OUT/herald
+  go build -o "$HERALD" ./cmd/herald
+fi
+go build -o "$OUT/floor" ./bench/floor
+go build -o "$OUT/compare" ./bench/compare
+
+# --- scenarios ------------------------------------------------------------
+if [[ -n ${QUICK:-} ]]; then
+  W=(--connect-rate 5000 --warmup 1s --duration 4s --drain 1s); IDLE_D=3s; FLOOR_ROUNDS=4
+else
+  W=(--connect-rate 3000 --warmup 3s --duration 20s --drain 3s); IDLE_D=10s; FLOOR_ROUNDS=8
+fi
+[[ -n ${DURATION:-} ]] && W+=(--duration "$DURATION")
+args_of() { # scenario → loadtest arguments
+  case $1 in
+    idle) echo "idle --conns 10000 ${W[*]} --duration $IDLE_D --drain 0s" ;;
+    bcast-1) echo "broadcast --conns 10000 --rate 1 ${W[*]}" ;;
+    bcast-10) echo "broadcast --conns 10000 --rate 10 ${W[*]}" ;;
+    chat-1k) echo "chat --conns 10000 --channels 1000 --rate 1000 ${W[*]}" ;;
+    chat-5k) echo "chat --conns 10000 --channels 1000 --rate 5000 ${W[*]}" ;;
+    *) log "unknown scenario $1"; exit 2 ;;
+  esac
+}
+
+# --- servers ----------------------------------------------------------------
+PIDS=()
+stop_all() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  PIDS=()
+}
+trap stop_all EXIT
+
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "nothing listening on :$1 after $2 s (logs in $RUNDIR)"; return 1
+}
+wait_ready() { # url seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  log "$1 not ready after $2 s (logs in $RUNDIR)"; return 1
+}
+port_check() {
+  local p
+  for p in $CF_PORT $REDIS_PORT $RELAY_PORT $RELAY_ADMIN $RELAY_PPROF $CTRL_PORT $CTRL_ADMIN $CTRL_PPROF $KAFKA_PORT $S3_PORT; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then log "port $p busy (another compare run?)"; exit 1; fi
+  done
+}
+
+# start_<server> set MAIN (pid for --server-pid) and PROCS (name=pid,…).
+start_cf() { # engine: memory|redis
+  local engine=$1 conf=$RUNDIR/centrifugo.json redis=""
+  if [[ $engine == redis ]]; then
+    redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --dir "$RUNDIR" \
+      --logfile "$RUNDIR/redis.log" --daemonize no &
+    PIDS+=($!); local rpid=$!
+    wait_port $REDIS_PORT 10
+    redis=",redis=$rpid"
+  fi
+  cat >"$conf" <<EOF
+{
+  "log": {"level": "error"},
+  "http_server": {"address": "127.0.0.1", "port": $CF_PORT},
+  "usage_stats": {"disabled": true},
+  "client": {"token": {"hmac_secret_key": "$SECRET"}, "allowed_origins": ["*"]},
+  "channel": {"without_namespace": {
+    "allow_subscribe_for_client": true, "allow_publish_for_client": true,
+    "history_size": 100, "history_ttl": "300s", "force_recovery": true}},
+  "engine": {"type": "$engine", "redis": {"address": ["redis://127.0.0.1:$REDIS_PORT"]}}
+}
+EOF
+  (ulimit -n 20000 2>/dev/null || true; exec "$CF" --config "$conf") >"$RUNDIR/centrifugo.log" 2>&1 &
+  PIDS+=($!); MAIN=$!
+  wait_port $CF_PORT 20
+  PROCS="centrifugo=$MAIN$redis"
+  URL=ws://127.0.0.1:$CF_PORT/connection/websocket
+}
+
+start_herald() {
+  local data=$RUNDIR/data
+  mkdir -p "$data"
+  local eng=(env HERALD_DATA_DIR="$data" HERALD_TOKEN_SECRET="$SECRET" HERALD_LOG_LEVEL=warn
+    HERALD_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT HERALD_S3_ENDPOINT=http://127.0.0.1:$S3_PORT)
+  "${eng[@]}" "$HERALD" dev --engines-only --data-dir "$data" >"$RUNDIR/engines.log" 2>&1 &
+  PIDS+=($!); local epid=$!
+  local i
+  for ((i = 0; i < 300; i++)); do grep -q 'Engines only' "$RUNDIR/engines.log" && break; sleep 0.1; done
+  wait_port $KAFKA_PORT 30
+  local common=(env HERALD_TOKEN_SECRET="$SECRET" HERALD_LOG_LEVEL=warn HERALD_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+    HERALD_STORE_URI="$data/herald.db" HERALD_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+    HERALD_S3_ACCESS_KEY=herald HERALD_S3_SECRET_KEY=herald-dev-s3-secret)
+  "${common[@]}" HERALD_CONTROLLER_ADDR=127.0.0.1:$CTRL_PORT HERALD_CONTROLLER_ADMIN_ADDR=127.0.0.1:$CTRL_ADMIN \
+    HERALD_CONTROLLER_PPROF_ADDR=127.0.0.1:$CTRL_PPROF "$HERALD" controller >"$RUNDIR/controller.log" 2>&1 &
+  PIDS+=($!); local cpid=$!
+  wait_ready http://127.0.0.1:$CTRL_ADMIN/readyz 60
+  local loops=()
+  [[ -n ${HERALD_RELAY_EVENT_LOOPS:-} ]] && loops=(HERALD_RELAY_EVENT_LOOPS="$HERALD_RELAY_EVENT_LOOPS")
+  "${common[@]}" "${loops[@]}" HERALD_CONTROLLERS=127.0.0.1:$CTRL_PORT HERALD_RELAY_ADDR=127.0.0.1:$RELAY_PORT \
+    HERALD_RELAY_ADMIN_ADDR=127.0.0.1:$RELAY_ADMIN HERALD_RELAY_PPROF_ADDR=127.0.0.1:$RELAY_PPROF \
+    "$HERALD" relay >"$RUNDIR/relay.log" 2>&1 &
+  PIDS+=($!); MAIN=$!
+  wait_ready http://127.0.0.1:$RELAY_ADMIN/readyz 60
+  PROCS="relay=$MAIN,controller=$cpid,engines=$epid"
+  URL=ws://127.0.0.1:$RELAY_PORT/connection/websocket
+}
+
+# profile_herald (PROFILE=1, full windows): 8 s CPU profiles of relay and
+# controller from their pprof listeners, /proc/PID/io and the load tester's
+# counts over the same seconds, then strace -c -f of each for 4 s.
+profile_herald() { # rundir
+  local d=$1 p name pid
+  sleep 9
+  for p in ${PROCS//,/ }; do echo "${p%%=*} $(tr '\n' ' ' </proc/${p#*=}/io) $(cut -d' ' -f14,15 /proc/${p#*=}/stat)"; done >"$d/io.before"
+  curl -fsS -o "$d/relay.pprof" "http://127.0.0.1:$RELAY_PPROF/debug/pprof/profile?seconds=8" &
+  curl -fsS -o "$d/controller.pprof" "http://127.0.0.1:$CTRL_PPROF/debug/pprof/profile?seconds=8" &
+  wait
+  for p in ${PROCS//,/ }; do echo "${p%%=*} $(tr '\n' ' ' </proc/${p#*=}/io) $(cut -d' ' -f14,15 /proc/${p#*=}/stat)"; done >"$d/io.after"
+  if command -v strace >/dev/null; then
+    for p in ${PROCS//,/ }; do
+      timeout -s INT 4 strace -c -f -p "${p#*=}" -o "$d/strace.${p%%=*}.txt" 2>/dev/null &
+    done
+    wait
+  fi
+}
+
+run_one() { # server scenario rep
+  local server=$1 sc=$2 rep=$3
+  local name=$sc.$server.$rep
+  RUNDIR=$OUT/$name.run
+  mkdir -p "$RUNDIR"
+  port_check
+  case $server in
+    cf-mem) start_cf memory ;;
+    cf-redis) start_cf redis ;;
+    herald) start_herald ;;
+    *) log "unknown server $server"; exit 2 ;;
+  esac
+  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "$name: $(args_of "$sc")  (load $load)"
+  local prof=""
+  if [[ -n ${PROFILE:-} && $server == herald && $sc != idle ]]; then
+    profile_herald "$RUNDIR" & prof=$!
+  fi
+  # shellcheck disable=SC2046
+  HERALD_TOKEN_SECRET=$SECRET "$HERALD" loadtest $(args_of "$sc") --url "$URL" --server-pid "$MAIN" \
+    --procs "$PROCS" --channel-prefix "cmp$RANDOM-" --progress=false \
+    --out "$OUT/$name.json" --html "$OUT/$name.html" >"$RUNDIR/loadtest.txt" 2>&1 ||
+    log "$name: loadtest failed (see $RUNDIR/loadtest.txt)"
+  [[ -n $prof ]] && wait "$prof"
+  echo "$name $load $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"
+  stop_all
+  rm -rf "$RUNDIR/data"
+}
+
+log "results in $OUT; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC') commit $(git rev-parse --short HEAD) quick=${QUICK:-0}" >"$OUT/meta.txt"
+echo "herald $HERALD" >>"$OUT/meta.txt"
+read -ra servers <<<"$SERVERS"
+k=0
+for rep in $(seq "$RUNS"); do
+  for sc in $SCENARIOS; do
+    # Rotate the order per scenario, so no server always runs first.
+    n=${#servers[@]}
+    for ((j = 0; j < n; j++)); do
+      run_one "${servers[$(((j + k) % n))]}" "$sc" "$rep"
+    done
+    k=$((k + 1))
+    if [[ $sc == bcast-1 ]]; then
+      log "floor pass (bench/floor, 10,000 connections)"
+      "$OUT/floor" -conns 10000 -writers 2 -rounds $FLOOR_ROUNDS >"$OUT/floor.$rep.txt" 2>&1 || log "floor failed"
+      echo "floor.$rep $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.txt"
+    fi
+  done
+done
+
+doc=(--doc "$ROOT/docs/performance.md")
+[[ -n ${NO_DOC:-} ]] && doc=()
+"$OUT/compare" --dir "$OUT" "${doc[@]}" --html "$OUT/compare.html"
+[[ -z ${NO_DOC:-} ]] && cp "$OUT/compare.html" "$ROOT/docs/compare.html"
+log "done: $OUT/compare.html"
