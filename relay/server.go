@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +23,7 @@ import (
 	"github.com/herald-chat/herald/internal/channelopt"
 	"github.com/herald-chat/herald/internal/kafka"
 	"github.com/herald-chat/herald/internal/tick"
+	"github.com/herald-chat/herald/internal/uuid"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -643,30 +642,13 @@ func (p *pool) close() {
 // --- ids -------------------------------------------------------------------
 
 // newUUID returns a random (v4) UUID string.
-func newUUID() string { return formatUUID(newUUIDBytes()) }
+func newUUID() string { return uuid.Format(uuid.NewV4()) }
 
-// newUUIDBytes returns a random (v4) UUID.
-func newUUIDBytes() [16]byte {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return b
-}
+// newUUIDBytes returns a random (v4) UUID (a client id).
+func newUUIDBytes() [16]byte { return uuid.NewV4() }
 
-func formatUUID(b [16]byte) string {
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+// formatUUID is a client id's text form.
+func formatUUID(b [16]byte) string { return uuid.Format(b) }
 
 // gnetLogger adapts slog to gnet's logger.
 type gnetLogger struct{ l *slog.Logger }

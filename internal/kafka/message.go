@@ -1,15 +1,13 @@
 package kafka
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/uuid"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
@@ -34,24 +32,4 @@ func EncodeRecord(rec *kgo.Record, topic string, partitions int32, m *heraldv1.M
 }
 
 // NewMessageID returns a new message id: a UUIDv7 (time-ordered) string.
-func NewMessageID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[6:])
-	ms := uint64(time.Now().UnixMilli())
-	for i := 0; i < 6; i++ {
-		b[i] = byte(ms >> (40 - 8*i))
-	}
-	b[6] = b[6]&0x0f | 0x70
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
-}
+func NewMessageID() string { return uuid.NewV7() }
