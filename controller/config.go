@@ -252,13 +252,13 @@ func (c *Config) Validate() error {
 		bad("controller-shutdown-timeout", "HERALD_CONTROLLER_SHUTDOWN_TIMEOUT", "must be > 0, got %s", c.ShutdownTimeout)
 	}
 	if c.ControlTimeout < 0 {
-		bad("controller-control-timeout", "HERALD_CONTROLLER_CONTROL_TIMEOUT", "must be > 0, got %s", c.ControlTimeout)
+		bad("controller-control-timeout", "HERALD_CONTROLLER_CONTROL_TIMEOUT", "must be >= 0 (0: 3s), got %s", c.ControlTimeout)
 	}
 	if c.PublishedTimeout < 0 {
-		bad("controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", "must be > 0, got %s", c.PublishedTimeout)
+		bad("controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", "must be >= 0 (0: 5s), got %s", c.PublishedTimeout)
 	}
 	if c.DedupeWindow < 0 {
-		bad("controller-dedupe-window", "HERALD_CONTROLLER_DEDUPE_WINDOW", "must be > 0, got %s", c.DedupeWindow)
+		bad("controller-dedupe-window", "HERALD_CONTROLLER_DEDUPE_WINDOW", "must be >= 0 (0: 5m), got %s", c.DedupeWindow)
 	}
 	return errors.Join(errs...)
 }
