@@ -24,6 +24,7 @@ type metrics struct {
 	controllerStreams *prometheus.GaugeVec
 	pushesDropped     *prometheus.CounterVec
 	publishErrors     prometheus.Counter
+	produceBatch      prometheus.Histogram
 	loopLag           *prometheus.HistogramVec
 	rateLimited       *prometheus.CounterVec
 	orphaned          prometheus.Counter
@@ -59,6 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		controllerStreams: f.GaugeVec("controller_streams", "Controller streams by state (up, down).", "state"),
 		pushesDropped:     f.CounterVec("pushes_dropped_total", "Publications not broadcast, by reason (duplicate, overflow, unknown).", "reason"),
 		publishErrors:     f.Counter("publish_errors_total", "Publish commands whose Kafka produce failed."),
+		produceBatch:      f.Histogram("produce_window_batch", "Publishes held by the produce window and handed to the Kafka producer together, per window (a publish produced at once, the relay being quiet, is not counted).", prometheus.ExponentialBuckets(1, 2, 12)),
 		// loop is the event loop index, bounded by the configured loop count.
 		loopLag:             f.HistogramVec("loop_lag_seconds", "Delay between a timer tick and its run on the event loop (queued work ahead of it), per event loop.", prometheus.ExponentialBuckets(0.0001, 4, 9), "loop"),
 		rateLimited:         f.CounterVec("publish_rate_limited_total", "Publishes over the per-connection rate, by outcome (rejected: error 111, disconnect: 3013).", "outcome"),

@@ -59,6 +59,7 @@ type Server struct {
 	// yielder schedules them again (see loop.drain).
 	yields chan *loop
 	kcl    *kgo.Client
+	gate   *produceGate[*produceBuf] // paces kcl's produce requests (produce.go)
 	pool   *pool
 
 	// bg lives until Run returns; off-loop work (router workers, recovery,
@@ -146,6 +147,7 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 		s.links.close()
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
+	s.gate = newProduceGate(cfg.ProduceWindow, s.produce, func(n int) { s.m.produceBatch.Observe(float64(n)) })
 	s.pool = newPool(cfg.Workers, cfg.WorkerQueue)
 	return s, nil
 }
@@ -244,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	fctx, fcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer fcancel()
+	s.gate.flush()
 	if err := s.kcl.Flush(fctx); err != nil {
 		s.log.Warn("flushing producer", "err", err)
 	}
@@ -479,8 +482,10 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // touch a record after that): with the value and key buffers they keep, a
 // publish allocates neither.
 type produceBuf struct {
-	rec kgo.Record
-	msg heraldv1.Message
+	rec   kgo.Record
+	msg   heraldv1.Message
+	start time.Time
+	done  func(error)
 }
 
 var produceBufs = sync.Pool{New: func() any { return new(produceBuf) }}
@@ -502,14 +507,21 @@ func (s *Server) publish(ch, sender string, info, data []byte, done func(error))
 		done(err)
 		return
 	}
-	start := time.Now()
+	pb.start, pb.done = time.Now(), done
+	s.gate.add(pb)
+}
+
+// produce hands one record to franz-go (the produce gate calls it).
+func (s *Server) produce(pb *produceBuf) {
 	s.kcl.TryProduce(context.Background(), &pb.rec, func(_ *kgo.Record, err error) {
 		if err == nil {
-			s.m.publishAck.Observe(time.Since(start).Seconds())
+			s.m.publishAck.Observe(time.Since(pb.start).Seconds())
 		} else {
 			s.m.publishErrors.Inc()
 			s.log.Warn("publish failed", "err", err)
 		}
+		done := pb.done
+		pb.done = nil
 		done(err)
 		if cap(pb.rec.Value) <= maxPooledValue {
 			produceBufs.Put(pb)
