@@ -9,7 +9,8 @@
 #   QUICK=1 bench/compare/compare.sh    # short windows, under 5 minutes
 #
 # Variables: QUICK, RUNS (repetitions of the whole set, default 1),
-# SCENARIOS (subset of: idle bcast-1 bcast-10 chat-1k chat-5k), SERVERS
+# SCENARIOS (subset of: idle bcast-1 bcast-10 chat-1k chat-5k lone chat-20k;
+# default all but chat-20k), SERVERS
 # (subset of: cf-mem cf-redis herald), HERALD_BIN (a prebuilt herald, e.g.
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
@@ -27,7 +28,7 @@ OUT=${OUT_DIR:-$ROOT/bench/results/compare-$STAMP}
 mkdir -p "$CACHE" "$OUT"
 SECRET=compare-secret-$RANDOM$RANDOM
 RUNS=${RUNS:-1}
-SCENARIOS=${SCENARIOS:-idle bcast-1 bcast-10 chat-1k chat-5k}
+SCENARIOS=${SCENARIOS:-idle bcast-1 bcast-10 chat-1k chat-5k lone}
 SERVERS=${SERVERS:-cf-mem cf-redis herald}
 
 # Ports, away from Herald's defaults and from other engineers' tests.
@@ -70,6 +71,10 @@ args_of() { # scenario → loadtest arguments
     bcast-10) echo "broadcast --conns 10000 --rate 10 ${W[*]}" ;;
     chat-1k) echo "chat --conns 10000 --channels 1000 --rate 1000 ${W[*]}" ;;
     chat-5k) echo "chat --conns 10000 --channels 1000 --rate 5000 ${W[*]}" ;;
+    chat-20k) echo "chat --conns 2000 --channels 1000 --rate 20000 ${W[*]}" ;;
+    # One message at a time on an otherwise idle server (100 ms apart):
+    # the latency a produce window or fetch setting must not add to.
+    lone) echo "chat --conns 100 --channels 10 --rate 10 ${W[*]}" ;;
     *) log "unknown scenario $1"; exit 2 ;;
   esac
 }

@@ -37,6 +37,8 @@ var scenarios = []struct{ key, what string }{
 	{"bcast-10", "broadcast, 10,000 subscribers, 10 msg/s"},
 	{"chat-1k", "chat, 10,000 conns / 1,000 channels, 1,000 msg/s"},
 	{"chat-5k", "chat, 10,000 conns / 1,000 channels, 5,000 msg/s"},
+	{"chat-20k", "chat, 2,000 conns / 1,000 channels, 20,000 msg/s"},
+	{"lone", "chat, 100 conns / 10 channels, 10 msg/s: every message alone"},
 }
 
 var serverNames = map[string]string{
