@@ -98,7 +98,7 @@ type Config struct {
 	// ProduceWindow paces Kafka produce requests (produce.go): a publish
 	// finding the relay quiet for a window is produced at once, later ones
 	// are held until the window since the last send ends and produced
-	// together (default 4ms; negative: every publish at once).
+	// together (default 3ms; negative: every publish at once).
 	ProduceWindow time.Duration
 	// IdleTimeout closes an upgraded connection that sent no complete frame
 	// for that long (default 2×PingInterval+PongTimeout): a connected
@@ -179,7 +179,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Int(fs, &c.PublishRate, "relay-publish-rate", "HERALD_RELAY_PUBLISH_RATE", 100, "publishes per second per connection (-1: unlimited); over it error 111")
 	config.Int(fs, &c.PublishBurst, "relay-publish-burst", "HERALD_RELAY_PUBLISH_BURST", 0, "publish burst per connection (default 2x publish-rate)")
 	config.Int(fs, &c.PublishAbuseLimit, "relay-publish-abuse-limit", "HERALD_RELAY_PUBLISH_ABUSE_LIMIT", 100, "rejected publishes within 10s before disconnect 3013")
-	config.Duration(fs, &c.ProduceWindow, "relay-produce-window", "HERALD_RELAY_PRODUCE_WINDOW", 4*time.Millisecond, "publishes within this long of the last Kafka produce are held and produced together when it ends; a publish after a quiet window goes at once (0: the default, negative: every publish at once)")
+	config.Duration(fs, &c.ProduceWindow, "relay-produce-window", "HERALD_RELAY_PRODUCE_WINDOW", 3*time.Millisecond, "publishes within this long of the last Kafka produce are held and produced together when it ends; a publish after a quiet window goes at once (0: the default, negative: every publish at once)")
 	config.Duration(fs, &c.PublishTimeout, "relay-publish-timeout", "HERALD_RELAY_PUBLISH_TIMEOUT", 10*time.Second, "wait for the Kafka ack of a publish before answering error 100")
 	config.Duration(fs, &c.IdleTimeout, "relay-idle-timeout", "HERALD_RELAY_IDLE_TIMEOUT", 0, "close connections without a complete frame for this long (default 2x ping-interval + pong-timeout)")
 	config.String(fs, &origins, "relay-allowed-origins", "HERALD_RELAY_ALLOWED_ORIGINS", "", "allowed Origin values or patterns, comma separated (empty: all)")
@@ -306,7 +306,7 @@ func (c Config) withDefaults() Config {
 	def(&c.PublishBurst, 2*max(c.PublishRate, 1))
 	def(&c.PublishAbuseLimit, 100)
 	defd(&c.PublishTimeout, 10*time.Second)
-	defd(&c.ProduceWindow, 4*time.Millisecond)
+	defd(&c.ProduceWindow, 3*time.Millisecond)
 	defd(&c.IdleTimeout, 2*c.PingInterval+c.PongTimeout)
 	defd(&c.ExpiredCloseDelay, 25*time.Second)
 	defd(&c.DrainWindow, 10*time.Second)
