@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -346,4 +347,66 @@ func TestFanoutLatencyObserved(t *testing.T) {
 	if n != 5 || sum <= 0 || sum/float64(n) > 5 {
 		t.Fatalf("fan-out latency: %d observations, %.6f s in all; want 5, each above 0 and below 5 s", n, sum)
 	}
+}
+
+// TestProduceWindowThroughKafka: publishes of four clients racing each
+// other through a wide produce window are held, produced together and come
+// back through Kafka and the controller dense, each publisher's in its own
+// order, to every subscriber, every publish acked. (An SDK client waits for
+// each ack, so a batch holds one publish per client: order within a batch
+// is TestProduceGate*'s to check.)
+func TestProduceWindowThroughKafka(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.ProduceWindow = 50 * time.Millisecond })
+	const pubs, each = 4, 10
+	var cls []*sdkClient
+	for i := 0; i < pubs; i++ {
+		c := newSDKClient(t, e.srv.Addr(), token(t, fmt.Sprintf("p%d", i), []string{"burst"}, nil, 0))
+		c.connect(t, "burst")
+		cls = append(cls, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, pubs)
+	for i, c := range cls {
+		go func() {
+			for n := 0; n < each; n++ {
+				if _, err := c.c.Publish(ctx, "burst", []byte(fmt.Sprintf(`{"p":%d,"n":%d}`, i, n))); err != nil {
+					errs <- fmt.Errorf("publisher %d, publish %d: %w", i, n, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range cls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range cls {
+		got := c.waitPubs(t, "burst", pubs*each)
+		next := make([]int, pubs)
+		for k, p := range got {
+			if p.offset != uint64(k+1) {
+				t.Fatalf("subscriber %d: publication %d has offset %d", i, k, p.offset)
+			}
+			var m struct{ P, N int }
+			if err := json.Unmarshal([]byte(p.data), &m); err != nil || m.P < 0 || m.P >= pubs {
+				t.Fatalf("subscriber %d: data %s", i, p.data)
+			}
+			if m.N != next[m.P] {
+				t.Fatalf("subscriber %d: publisher %d's publish %d arrived where %d was due (%+v)", i, m.P, m.N, next[m.P], got)
+			}
+			next[m.P]++
+		}
+	}
+	var d dto.Metric
+	if err := e.srv.m.produceBatch.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	h := d.GetHistogram()
+	if h.GetSampleCount() == 0 || h.GetSampleSum() > pubs*each || h.GetSampleSum() < float64(h.GetSampleCount()) {
+		t.Fatalf("produce window: %d batches, %.0f publishes held; want some batches of the %d publishes", h.GetSampleCount(), h.GetSampleSum(), pubs*each)
+	}
+	t.Logf("%d of %d publishes held by the window, in %d batches", int(h.GetSampleSum()), pubs*each, h.GetSampleCount())
 }
