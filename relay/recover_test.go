@@ -80,6 +80,31 @@ func (sc *strictController) publish(ch string, n int) {
 	}
 }
 
+// waitInterest waits until a relay stream has declared interest in ch. The
+// relay's subscribe reply can come before its interest message (Positions
+// and the stream are separate HTTP/2 streams), and publish streams only to
+// relays already interested — unlike the real controller, whose later
+// publications would reveal the gap to the relay.
+func (sc *strictController) waitInterest(t testing.TB, ch string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sc.mu.Lock()
+		in := false
+		for _, interest := range sc.streams {
+			in = in || interest[ch]
+		}
+		sc.mu.Unlock()
+		if in {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no relay declared interest in %s", ch)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (sc *strictController) Stream(stream heraldv1.Router_StreamServer) error {
 	_ = stream.Send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Ownership{Ownership: &heraldv1.Ownership{ControllerId: "strict", PartitionCount: 4, Partitions: []int32{0, 1, 2, 3}}}})
 	sc.mu.Lock()
@@ -251,6 +276,7 @@ func TestRecoverWithEmptyEpoch(t *testing.T) {
 			if old {
 				epoch = ""
 			}
+			sc.waitInterest(t, "fresh")
 			sc.publish("fresh", 40)
 			for i := 1; i <= 40; {
 				// Pushes may come several per frame.
