@@ -184,6 +184,15 @@ func (c *Config) Validate() error {
 	if c.ID == "" {
 		c.ID = defaultID()
 	}
+	if c.PresenceGrace == 0 {
+		c.PresenceGrace = 15 * time.Second
+	}
+	if c.PresenceTick == 0 {
+		c.PresenceTick = 100 * time.Millisecond
+	}
+	if c.PresenceEvents == 0 {
+		c.PresenceEvents = 10
+	}
 	if c.ControlTimeout == 0 {
 		c.ControlTimeout = 3 * time.Second
 	}

@@ -73,20 +73,8 @@ type Server struct {
 // are appended to the Kafka client's (tests use them to shorten session
 // timeouts).
 func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer, extra ...kgo.Opt) (*Server, error) {
-	if cfg.ID == "" {
-		cfg.ID = defaultID()
-	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil { // also fills the defaults of zero settings
 		return nil, fmt.Errorf("controller config: %w", err)
-	}
-	if cfg.PresenceGrace == 0 {
-		cfg.PresenceGrace = 15 * time.Second
-	}
-	if cfg.PresenceTick == 0 {
-		cfg.PresenceTick = 100 * time.Millisecond
-	}
-	if cfg.PresenceEvents == 0 {
-		cfg.PresenceEvents = 10
 	}
 	if st == nil {
 		return nil, errors.New("controller: nil store")
