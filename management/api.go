@@ -120,15 +120,8 @@ func newServerAPI(s *Server, kopts []kgo.Opt) (*serverAPI, error) {
 		a.conns = append(a.conns, cc)
 		a.ctrls = append(a.ctrls, heraldv1.NewRouterClient(cc))
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.DefaultProduceTopic(cfg.Topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.RecordDeliveryTimeout(cfg.APITimeout),
-		kgo.ProducerBatchMaxBytes(int32(max(1<<20, 2*cfg.APIMaxData+4096))),
-	}
+	opts := append(kafka.ProducerOpts(cfg.Brokers, cfg.Topic, cfg.APITimeout),
+		kgo.ProducerBatchMaxBytes(int32(max(1<<20, 2*cfg.APIMaxData+4096))))
 	kcl, err := kgo.NewClient(append(opts, kopts...)...)
 	if err != nil {
 		a.close()

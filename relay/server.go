@@ -132,17 +132,7 @@ func New(cfg Config, verifier *auth.Verifier, log *slog.Logger, reg prometheus.R
 	if s.links, err = newLinks(s, cfg.Controllers); err != nil {
 		return nil, err
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.DefaultProduceTopic(cfg.Topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerLinger(0),
-		kgo.MaxBufferedRecords(100_000),
-		// A publish fails (error reply, never a false ack) when Kafka does
-		// not ack it in time, instead of being retried forever.
-		kgo.RecordDeliveryTimeout(cfg.PublishTimeout),
-	}
+	opts := append(kafka.ProducerOpts(cfg.Brokers, cfg.Topic, cfg.PublishTimeout), kgo.MaxBufferedRecords(100_000))
 	if s.kcl, err = kgo.NewClient(append(opts, kgoOpts...)...); err != nil {
 		s.links.close()
 		return nil, fmt.Errorf("creating Kafka client: %w", err)

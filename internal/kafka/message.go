@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -29,6 +30,22 @@ func EncodeRecord(rec *kgo.Record, topic string, partitions int32, m *heraldv1.M
 	}
 	*rec = kgo.Record{Topic: topic, Key: append(rec.Key[:0], m.Channel...), Value: value, Partition: partition.For(m.Channel, partitions)}
 	return nil
+}
+
+// ProducerOpts are the options every producer of the messages topic (relay,
+// server API) shares: records carry their partition (EncodeRecord), acks=all
+// with franz-go's idempotent producer, no linger (the relay paces its own
+// requests), and a record not acked within deliveryTimeout fails instead of
+// being retried forever, so the publisher gets an error, never a false ack.
+func ProducerOpts(brokers []string, topic string, deliveryTimeout time.Duration) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(deliveryTimeout),
+	}
 }
 
 // NewMessageID returns a new message id: a UUIDv7 (time-ordered) string.
