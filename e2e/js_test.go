@@ -39,15 +39,7 @@ func TestCentrifugeJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(node, "smoke.mjs", st.RelayURL, tok, "chat:js", "news:js", "5")
-	cmd.Dir = jsDir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("centrifuge-js: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), `"ok":true`) {
-		t.Fatalf("centrifuge-js output: %s", out)
-	}
+	runJSOK(t, node, "smoke.mjs", st.RelayURL, tok, "chat:js", "news:js", "5")
 }
 
 // TestCentrifugeJSPresence: centrifuge-js's sub.presence(),
@@ -67,14 +59,21 @@ func TestCentrifugeJSPresence(t *testing.T) {
 		}
 		return s
 	}
-	cmd := exec.Command(node, "presence.mjs", st.RelayURL, tok("jsa"), tok("jsb"), "room:js")
+	runJSOK(t, node, "presence.mjs", st.RelayURL, tok("jsa"), tok("jsb"), "room:js")
+}
+
+// runJSOK runs the script of jsDir with node and fails unless it exits 0
+// and prints "ok":true.
+func runJSOK(t *testing.T, node, script string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(node, append([]string{script}, args...)...)
 	cmd.Dir = jsDir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("centrifuge-js: %v\n%s", err, out)
+		t.Fatalf("centrifuge-js %s: %v\n%s", script, err, out)
 	}
 	if !strings.Contains(string(out), `"ok":true`) {
-		t.Fatalf("centrifuge-js output: %s", out)
+		t.Fatalf("centrifuge-js %s output: %s", script, out)
 	}
 }
 

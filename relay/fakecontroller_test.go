@@ -259,6 +259,11 @@ func (s *fakeStream) send(m *heraldv1.ControllerMessage) {
 
 // broadcast sends pubs as one batch to every stream (for gap tests).
 func (fc *fakeController) broadcast(pubs ...*heraldv1.Publication) {
+	fc.sendAll(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Batch{Batch: &heraldv1.PublicationBatch{Publications: pubs}}})
+}
+
+// sendAll sends m to every open stream.
+func (fc *fakeController) sendAll(m *heraldv1.ControllerMessage) {
 	fc.mu.Lock()
 	var targets []*fakeStream
 	for s := range fc.streams {
@@ -266,7 +271,7 @@ func (fc *fakeController) broadcast(pubs ...*heraldv1.Publication) {
 	}
 	fc.mu.Unlock()
 	for _, s := range targets {
-		s.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Batch{Batch: &heraldv1.PublicationBatch{Publications: pubs}}})
+		s.send(m)
 	}
 }
 
@@ -467,13 +472,5 @@ func (fc *fakeController) Presence(_ context.Context, req *heraldv1.PresenceRequ
 
 // sendEvents sends join/leave events to every stream.
 func (fc *fakeController) sendEvents(evs ...*heraldv1.PresenceEvent) {
-	fc.mu.Lock()
-	var targets []*fakeStream
-	for s := range fc.streams {
-		targets = append(targets, s)
-	}
-	fc.mu.Unlock()
-	for _, s := range targets {
-		s.send(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Presence{Presence: &heraldv1.PresenceEvents{Events: evs}}})
-	}
+	fc.sendAll(&heraldv1.ControllerMessage{Kind: &heraldv1.ControllerMessage_Presence{Presence: &heraldv1.PresenceEvents{Events: evs}}})
 }

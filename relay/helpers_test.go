@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -111,9 +112,13 @@ func token(t testing.TB, user string, channels []string, caps []auth.Capability,
 	return s
 }
 
-func subToken(t testing.TB, user, channel string) string {
+// subTokenInfo signs a subscription token with the channel info info (none when "").
+func subTokenInfo(t testing.TB, user, channel, info string) string {
 	t.Helper()
 	c := &auth.SubscriptionClaims{Channel: channel}
+	if info != "" {
+		c.Info = json.RawMessage(info)
+	}
 	c.Subject = user
 	c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
 	s, err := auth.Sign(testSecret, c)
@@ -121,6 +126,11 @@ func subToken(t testing.TB, user, channel string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func subToken(t testing.TB, user, channel string) string {
+	t.Helper()
+	return subTokenInfo(t, user, channel, "")
 }
 
 // wsConn is a raw WebSocket client for protocol-level tests.

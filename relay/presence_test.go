@@ -9,7 +9,6 @@ import (
 	"time"
 
 	centrifuge "github.com/centrifugal/centrifuge-go"
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -18,18 +17,6 @@ import (
 )
 
 const presenceNamespaces = `{"chat":{"presence":true,"join_leave":true},"room":{"presence":true,"join_leave":true,"force_push_join_leave":true},"":{"presence":true}}`
-
-func subTokenInfo(t testing.TB, user, channel, info string) string {
-	t.Helper()
-	c := &auth.SubscriptionClaims{Channel: channel, Info: json.RawMessage(info)}
-	c.Subject = user
-	c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Hour))
-	s, err := auth.Sign(testSecret, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func tokenInfo(t testing.TB, user string, channels []string, caps []auth.Capability, info string) string {
 	t.Helper()
@@ -41,17 +28,6 @@ func tokenInfo(t testing.TB, user string, channels []string, caps []auth.Capabil
 		t.Fatal(err)
 	}
 	return s
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestPresenceReported: members of presence channels (client-side with the
@@ -75,7 +51,7 @@ func TestPresenceReported(t *testing.T) {
 	if err := news.Subscribe(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "alice in chat:1 and room:1", func() bool { return len(e.fc.presenceOf("chat:1")) == 1 && len(e.fc.presenceOf("room:1")) == 1 })
+	waitUntil(t, "alice in chat:1 and room:1", func() bool { return len(e.fc.presenceOf("chat:1")) == 1 && len(e.fc.presenceOf("room:1")) == 1 })
 	for _, m := range e.fc.presenceOf("chat:1") {
 		if m.User != "alice" || string(m.ConnInfo) != `{"name":"Alice"}` || string(m.ChanInfo) != `{"role":"mod"}` || m.Client == "" {
 			t.Fatalf("member %+v", m)
@@ -91,7 +67,7 @@ func TestPresenceReported(t *testing.T) {
 	e.fc.pmu.Unlock()
 	e.fc.stop()
 	e.fc.start(t)
-	waitFor(t, "a new full snapshot", func() bool {
+	waitUntil(t, "a new full snapshot", func() bool {
 		e.fc.pmu.Lock()
 		defer e.fc.pmu.Unlock()
 		return e.fc.fulls > fulls && e.fc.snapshotEnds >= e.fc.fulls
@@ -103,9 +79,9 @@ func TestPresenceReported(t *testing.T) {
 	if err := sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "alice leaves chat:1", func() bool { return len(e.fc.presenceOf("chat:1")) == 0 })
+	waitUntil(t, "alice leaves chat:1", func() bool { return len(e.fc.presenceOf("chat:1")) == 0 })
 	a.c.Close()
-	waitFor(t, "alice leaves room:1", func() bool { return len(e.fc.presenceOf("room:1")) == 0 })
+	waitUntil(t, "alice leaves room:1", func() bool { return len(e.fc.presenceOf("room:1")) == 0 })
 }
 
 // TestPresenceCommands: presence and presence_stats through the SDK, the
@@ -124,7 +100,7 @@ func TestPresenceCommands(t *testing.T) {
 		}
 		subs = append(subs, s)
 	}
-	waitFor(t, "3 members", func() bool { return len(e.fc.presenceOf("chat:p")) == 3 })
+	waitUntil(t, "3 members", func() bool { return len(e.fc.presenceOf("chat:p")) == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pr, err := subs[0].Presence(ctx)
@@ -205,7 +181,7 @@ func TestJoinLeavePushes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "interest", func() bool {
+	waitUntil(t, "interest", func() bool {
 		return e.fc.interested("chat:1") && e.fc.interested("chat:2") && e.fc.interested("room:1") && e.fc.interested("chat:srv")
 	})
 	info := func(id, user string) *heraldv1.ClientInfo { return &heraldv1.ClientInfo{Client: id, User: user} }
