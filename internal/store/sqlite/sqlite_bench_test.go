@@ -122,8 +122,18 @@ func BenchmarkRawInsert(b *testing.B) {
 // load: one batch writer per partition (12), each writing small batches (8
 // messages on 8 channels, their heads and the checkpoint) as fast as the
 // store takes them. One op is one batch; msgs/s counts all partitions.
-func BenchmarkWriteBatchConcurrentSmall(b *testing.B) {
-	const parts, perBatch = 12, 8
+func BenchmarkWriteBatchConcurrentSmall(b *testing.B) { benchConcurrent(b, 8, 100) }
+
+// BenchmarkWriteBatchConcurrentChat is the same at what a 20 ms flush
+// interval holds per partition at 1,000 chat msgs/s: 2 messages per batch,
+// 1,000 channels in all, so a commit group is a dozen batches of a message
+// or two each.
+func BenchmarkWriteBatchConcurrentChat(b *testing.B) { benchConcurrent(b, 2, 84) }
+
+// benchConcurrent runs 12 partition writers, each writing batches of
+// perBatch messages on channels rotating over chans channels of its own.
+func benchConcurrent(b *testing.B, perBatch, chans int) {
+	const parts = 12
 	ctx := context.Background()
 	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
@@ -141,10 +151,10 @@ func BenchmarkWriteBatchConcurrentSmall(b *testing.B) {
 		now := time.Now()
 		for pb.Next() {
 			n := next[p].Add(1) - 1
-			bt := store.Batch{Partition: int32(p), NextOffset: (n + 1) * perBatch}
+			bt := store.Batch{Partition: int32(p), NextOffset: (n + 1) * int64(perBatch)}
 			for i := 0; i < perBatch; i++ {
-				ch := fmt.Sprintf("room:%d:%d", p, (int(n)*perBatch+i)%100)
-				off := n*perBatch + int64(i)
+				ch := fmt.Sprintf("room:%d:%d", p, (int(n)*perBatch+i)%chans)
+				off := n*int64(perBatch) + int64(i)
 				bt.Messages = append(bt.Messages, store.Message{ID: fmt.Sprintf("%d-%d", p, off), Channel: ch,
 					Seq: uint64(off + 1), Sender: "u", Data: data, PublishedAt: now, Partition: int32(p), Offset: off})
 				bt.Heads = append(bt.Heads, store.Head{Channel: ch, Partition: int32(p), Epoch: "e", LastSeq: uint64(off + 1), Offset: off})

@@ -2,8 +2,10 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/sqlite"
@@ -48,5 +50,65 @@ func TestReopenKeepsData(t *testing.T) {
 	st, err := s.LoadPartition(ctx, 1)
 	if err != nil || st.NextOffset != 5 || st.Heads["c"].LastSeq != 1 {
 		t.Fatalf("after reopen: %+v, %v", st, err)
+	}
+}
+
+// TestWriteBatchChunksAndRepeats: a batch larger than one multi-row INSERT
+// (64 rows) is stored whole, and rows repeated in a batch keep the per-row
+// semantics: a message already present is ignored (the first copy stays),
+// a head keeps the highest seq with its offset, a checkpoint the highest
+// offset.
+func TestWriteBatchChunksAndRepeats(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	const n = 64*2 + 3
+	b := store.Batch{Partition: 2, NextOffset: 1000}
+	for i := 0; i < n; i++ {
+		b.Messages = append(b.Messages, store.Message{ID: fmt.Sprint("m", i), Channel: "big", Seq: uint64(i + 1),
+			Data: []byte(fmt.Sprintf(`{"i":%d}`, i)), PublishedAt: time.UnixMilli(int64(i)), Partition: 2, Offset: int64(i)})
+	}
+	// The same message again in the same statement: ignored.
+	b.Messages = append(b.Messages, store.Message{ID: "again", Channel: "big", Seq: 1, Data: []byte(`{"i":"again"}`), Partition: 2, Offset: 999})
+	b.Heads = []store.Head{
+		{Channel: "big", Partition: 2, Epoch: "e", LastSeq: n, Offset: n - 1},
+		{Channel: "big", Partition: 2, Epoch: "e", LastSeq: 3, Offset: 2}, // older: must not win
+	}
+	if err := s.WriteBatch(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// A later batch with a lower checkpoint.
+	b2 := store.Batch{Partition: 2, NextOffset: 500, // lower: the checkpoint keeps 1000
+		Messages: []store.Message{{ID: "tail", Channel: "big", Seq: n + 1, Data: []byte(`{}`), Partition: 2, Offset: 600}},
+		Heads:    []store.Head{{Channel: "big", Partition: 2, Epoch: "e", LastSeq: n + 1, Offset: 600}}}
+	if err := s.WriteBatch(ctx, b2); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Messages(ctx, store.Range{Channel: "big", From: 1, To: n + 10, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n+1 {
+		t.Fatalf("stored %d messages, want %d", len(got), n+1)
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("message %d has seq %d", i, m.Seq)
+		}
+	}
+	if string(got[0].Data) != `{"i":0}` || got[0].ID != "m0" {
+		t.Fatalf("seq 1 overwritten by the repeated row: %+v", got[0])
+	}
+	if string(got[n-1].Data) != fmt.Sprintf(`{"i":%d}`, n-1) {
+		t.Fatalf("last row of the short statement: %+v", got[n-1])
+	}
+	st, err := s.LoadPartition(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.Heads["big"]; h.LastSeq != n+1 || h.Offset != 600 {
+		t.Fatalf("head %+v, want seq %d offset 600", h, n+1)
+	}
+	if st.NextOffset != 1000 {
+		t.Fatalf("checkpoint %d, want 1000 (the max)", st.NextOffset)
 	}
 }
