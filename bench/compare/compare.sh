@@ -9,8 +9,9 @@
 #   QUICK=1 bench/compare/compare.sh    # short windows, under 5 minutes
 #
 # Variables: QUICK, RUNS (repetitions of the whole set, default 1),
-# SCENARIOS (subset of: idle bcast-1 bcast-10 chat-1k chat-5k lone chat-20k;
-# default all but chat-20k), SERVERS
+# SCENARIOS (subset of: idle lone bcast-1 bcast-10 chat-1k chat-5k chat-20k,
+# run in the order given; default all but chat-20k, `lone` second so that
+# it meets a machine the saturating scenarios have not just left), SERVERS
 # (subset of: cf-mem cf-redis herald), HERALD_BIN (a prebuilt herald, e.g.
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
@@ -28,7 +29,7 @@ OUT=${OUT_DIR:-$ROOT/bench/results/compare-$STAMP}
 mkdir -p "$CACHE" "$OUT"
 SECRET=compare-secret-$RANDOM$RANDOM
 RUNS=${RUNS:-1}
-SCENARIOS=${SCENARIOS:-idle bcast-1 bcast-10 chat-1k chat-5k lone}
+SCENARIOS=${SCENARIOS:-idle lone bcast-1 bcast-10 chat-1k chat-5k}
 SERVERS=${SERVERS:-cf-mem cf-redis herald}
 
 # Ports, away from Herald's defaults and from other engineers' tests.
