@@ -12,6 +12,10 @@ func TestMain(m *testing.M) {
 	if v := os.Getenv(clientEnv); v != "" {
 		clientMain(v) // this test binary started as the client process
 	}
+	if v := os.Getenv(echoEnv); v != "" {
+		_ = runEcho(v) // started as the echo process of -hops
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -27,5 +31,17 @@ func TestFloorRuns(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "median: writes") {
 		t.Fatalf("no summary:\n%s", out.String())
+	}
+}
+
+// TestHopsRuns: the hop mode completes its round trips through the echo
+// process and reports both measurements.
+func TestHopsRuns(t *testing.T) {
+	var out bytes.Buffer
+	if err := runHops(&out, 20, time.Millisecond); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if n := strings.Count(out.String(), "one-way hop p50"); n != 2 {
+		t.Fatalf("want 2 measurements, got %d:\n%s", n, out.String())
 	}
 }

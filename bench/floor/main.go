@@ -9,6 +9,13 @@
 // The client side is this program started again (another process, as the
 // load tester is), told so by the environment variable HERALD_FLOOR_CLIENT.
 // Connections come from 127.0.0.2 up.
+//
+//	go run ./bench/floor -hops 2000
+//
+// measures the other floor, the one a lone message meets: the one-way hop
+// of a small message between two processes whose threads are all parked
+// (after an idle gap), and back to back. Herald's message path crosses five
+// such hops (client, relay, Kafka, controller, relay, client).
 package main
 
 import (
@@ -33,6 +40,7 @@ import (
 const (
 	msgSize   = 100
 	clientEnv = "HERALD_FLOOR_CLIENT" // "address,connections": run the client side
+	echoEnv   = "HERALD_FLOOR_ECHO"   // "address": run the echo side of -hops
 )
 
 func main() {
@@ -41,9 +49,23 @@ func main() {
 	rounds := flag.Int("rounds", 10, "broadcasts, one per -interval")
 	interval := flag.Duration("interval", time.Second, "time between broadcasts")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	hops := flag.Int("hops", 0, "instead of a broadcast: hand a small message to another process and back this many times, "+
+		"after an idle -gap and back to back, and report the one-way hop (the wake-up cost every service boundary pays)")
+	gap := flag.Duration("gap", 2*time.Millisecond, "idle time before each -hops round trip (lets every thread park)")
 	flag.Parse()
 	if v := os.Getenv(clientEnv); v != "" {
 		clientMain(v)
+	}
+	if v := os.Getenv(echoEnv); v != "" {
+		fmt.Fprintln(os.Stderr, "floor echo:", runEcho(v))
+		os.Exit(1)
+	}
+	if *hops > 0 {
+		if err := runHops(os.Stdout, *hops, *gap); err != nil {
+			fmt.Fprintln(os.Stderr, "floor:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := runServer(os.Stdout, *addr, *conns, *writers, *rounds, *interval); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
@@ -180,4 +202,70 @@ func runClient(addr string, n int) error {
 		}()
 	}
 	select {}
+}
+
+// runHops measures n round trips of a 10-byte message to an echo process
+// over loopback TCP, first each after an idle gap (every thread of both
+// processes parked: what a lone message meets at each service boundary),
+// then back to back, and prints the one-way hop (half the round trip).
+func runHops(w io.Writer, n int, gap time.Duration) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), echoEnv+"="+ln.Addr().String())
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	c, err := ln.Accept()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 10)
+	round := func(wait time.Duration) ([]time.Duration, error) {
+		rtt := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			if wait > 0 {
+				time.Sleep(wait)
+			}
+			t := time.Now()
+			if _, err := c.Write(buf); err != nil {
+				return nil, err
+			}
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return nil, err
+			}
+			rtt = append(rtt, time.Since(t))
+		}
+		slices.Sort(rtt)
+		return rtt, nil
+	}
+	fmt.Fprintf(w, "%d round trips to another process over loopback TCP (%s, %s/%s)\n", n, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	for _, m := range []struct {
+		name string
+		gap  time.Duration
+	}{{"after " + gap.String() + " idle", gap}, {"back to back", 0}} {
+		rtt, err := round(m.gap)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%-16s one-way hop p50 %6.1f µs, p90 %6.1f µs\n", m.name+":",
+			float64(rtt[len(rtt)/2].Nanoseconds())/2e3, float64(rtt[len(rtt)*9/10].Nanoseconds())/2e3)
+	}
+	return nil
+}
+
+// runEcho is the other process of runHops: it writes back what it reads.
+func runEcho(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(c, c)
+	return err
 }
