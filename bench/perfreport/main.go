@@ -44,6 +44,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	loadAfter := fs.String("load-after", "", "contents of /proc/loadavg after the runs (default: now)")
 	note := fs.String("note", "", "text added under the tables")
 	toStdout := fs.Bool("stdout", false, "print the generated section instead of updating --doc")
+	tocOnly := fs.Bool("toc-only", false, "only regenerate --doc's table of contents (after adding a section by hand); no results")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: perfreport [flags] name=results.json…")
 		fs.PrintDefaults()
@@ -53,6 +54,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *tocOnly {
+		if fs.NArg() > 0 {
+			return fmt.Errorf("%w: --toc-only takes no results", errUsage)
+		}
+		return updateTOC(*doc, stdout)
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -89,6 +96,23 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "perfreport: updated %s (%d runs)\n", *doc, len(rep.Runs))
+	return nil
+}
+
+// updateTOC regenerates the table of contents of the document at path.
+func updateTOC(path string, stdout io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	out, err := ReplaceBetween(string(b), tocBegin, tocEnd, TOC(string(b)))
+	if err != nil {
+		return fmt.Errorf("updating %s: %w", path, err)
+	}
+	if err := writeAtomic(path, []byte(out)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "perfreport: table of contents of %s regenerated\n", path)
 	return nil
 }
 

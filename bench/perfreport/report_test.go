@@ -162,4 +162,22 @@ func TestRun(t *testing.T) {
 	if err := run([]string{"--stdout", "x=testdata/missing.json"}, io.Discard, io.Discard); err == nil {
 		t.Error("missing results file: want an error")
 	}
+
+	// --toc-only: a section added by hand gets its entry, the report stays.
+	if err := os.WriteFile(doc, append(b, "\n## Added by hand\n\nText.\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run([]string{"--doc", doc, "--toc-only"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(after); !strings.Contains(s, "- [Added by hand](#added-by-hand)") || !strings.Contains(s, "| idle | idle | 2,000 / 2,000 |") {
+		t.Errorf("after --toc-only:\n%s", s)
+	}
+	if err := run([]string{"--doc", doc, "--toc-only", "idle=testdata/idle.json"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("--toc-only with results = %v, want a usage error", err)
+	}
 }
