@@ -16,7 +16,8 @@
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
 # git), DURATION (overrides the window), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
-# not touch docs/performance.md). Ports: 1937x (never Herald's defaults).
+# not touch docs/performance.md), PROFILE=1 (profile the Herald runs: pprof,
+# perf, context switches, strace; files in each run's folder). Ports: 1937x (never Herald's defaults).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -64,6 +65,8 @@ if [[ -n ${QUICK:-} ]]; then
 else
   W=(--connect-rate 3000 --warmup 3s --duration 20s --drain 3s); IDLE_D=10s; FLOOR_ROUNDS=8
 fi
+# PROFILE=1 needs ~28 s of steady window for all its captures.
+[[ -n ${PROFILE:-} && -z ${DURATION:-} ]] && DURATION=30s
 [[ -n ${DURATION:-} ]] && W+=(--duration "$DURATION")
 args_of() { # scenario → loadtest arguments
   case $1 in
@@ -173,9 +176,12 @@ start_herald() {
   URL=ws://127.0.0.1:$RELAY_PORT/connection/websocket
 }
 
-# profile_herald (PROFILE=1, full windows): 8 s CPU profiles of relay and
-# controller from their pprof listeners, /proc/PID/io and the load tester's
-# counts over the same seconds, then strace -c -f of each for 4 s.
+# profile_herald (PROFILE=1; the window defaults to 30 s then): 8 s CPU
+# profiles of relay and controller from their pprof listeners, /proc/PID/io
+# and the load tester's counts over the same seconds; then, if perf is
+# there, 4 s of `perf record -g` of every Herald process (kernel time
+# included, which pprof's SIGPROF sampling under-counts) and 3 s of its
+# context switches by stack (switches.awk); then strace -c -f for 4 s.
 profile_herald() { # rundir
   local d=$1 p name pid
   sleep 9
@@ -184,6 +190,21 @@ profile_herald() { # rundir
   curl -fsS -o "$d/controller.pprof" "http://127.0.0.1:$CTRL_PPROF/debug/pprof/profile?seconds=8" &
   wait
   for p in ${PROCS//,/ }; do echo "${p%%=*} $(tr '\n' ' ' </proc/${p#*=}/io) $(cut -d' ' -f14,15 /proc/${p#*=}/stat)"; done >"$d/io.after"
+  if command -v perf >/dev/null; then
+    for p in ${PROCS//,/ }; do
+      perf record -q -F 999 -g -p "${p#*=}" -o "$d/perf.${p%%=*}.data" -- sleep 4 >/dev/null 2>&1 &
+    done
+    wait
+    for p in ${PROCS//,/ }; do
+      perf record -q -e sched:sched_switch -g -p "${p#*=}" -o "$d/switch.${p%%=*}.data" -- sleep 3 >/dev/null 2>&1 &
+    done
+    wait
+    for p in ${PROCS//,/ }; do
+      name=${p%%=*}
+      perf report -i "$d/perf.$name.data" --stdio --children --sort sym -g none --percent-limit 2 >"$d/perf.$name.txt" 2>/dev/null || true
+      perf script -i "$d/switch.$name.data" 2>/dev/null | awk -f "$ROOT/bench/compare/switches.awk" | sort -rn >"$d/switch.$name.txt" || true
+    done
+  fi
   if command -v strace >/dev/null; then
     for p in ${PROCS//,/ }; do
       timeout -s INT 4 strace -c -f -p "${p#*=}" -o "$d/strace.${p%%=*}.txt" 2>/dev/null &
