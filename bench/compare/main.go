@@ -35,6 +35,7 @@ var scenarios = []struct{ key, what string }{
 	{"idle", "idle, 10,000 connections"},
 	{"bcast-1", "broadcast, 10,000 subscribers, 1 msg/s"},
 	{"bcast-10", "broadcast, 10,000 subscribers, 10 msg/s"},
+	{"bcast-25", "broadcast, 10,000 subscribers, 25 msg/s (250,000 deliveries/s)"},
 	{"chat-1k", "chat, 10,000 conns / 1,000 channels, 1,000 msg/s"},
 	{"chat-5k", "chat, 10,000 conns / 1,000 channels, 5,000 msg/s"},
 	{"chat-20k", "chat, 2,000 conns / 1,000 channels, 20,000 msg/s"},
