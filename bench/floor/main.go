@@ -57,8 +57,11 @@ func main() {
 		clientMain(v)
 	}
 	if v := os.Getenv(echoEnv); v != "" {
-		fmt.Fprintln(os.Stderr, "floor echo:", runEcho(v))
-		os.Exit(1)
+		if err := runEcho(v); err != nil {
+			fmt.Fprintln(os.Stderr, "floor echo:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	}
 	if *hops > 0 {
 		if err := runHops(os.Stdout, *hops, *gap); err != nil {
