@@ -8,7 +8,8 @@
 #   bench/compare/compare.sh            # full: 20 s windows
 #   QUICK=1 bench/compare/compare.sh    # short windows, under 5 minutes
 #
-# Variables: QUICK, RUNS (repetitions of the whole set, default 1),
+# Variables: QUICK, RUNS (repetitions of the whole set, default 1; with
+# more, bench/compare adds a table of medians),
 # SCENARIOS (subset of: idle lone bcast-1 bcast-10 bcast-25 chat-1k chat-5k
 # chat-20k, run in the order given; default all but bcast-25 and chat-20k
 # (the relay issue's 250,000 deliveries/s; 20,000 msg/s), `lone` second so that

@@ -200,10 +200,108 @@ func cells(r run) []string {
 }
 
 func rep(r string) string {
-	if r == "1" {
+	switch {
+	case r == "1":
 		return ""
+	case strings.HasPrefix(r, "median"):
+		return " (" + r + ")"
 	}
 	return " #" + r
+}
+
+// median of vs (sorted in place); 0 for none.
+func median(vs []float64) float64 {
+	n := len(vs)
+	if n == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	if n%2 == 0 {
+		return (vs[n/2-1] + vs[n/2]) / 2
+	}
+	return vs[n/2]
+}
+
+// medians returns a row for every scenario and server that ran more than
+// once (RUNS > 1): each figure the median over its passes (lost and
+// duplicated summed; the all-processes column is then the sum of the
+// per-process medians), so that a verdict does not rest on one pass of a
+// machine whose runs differ by ±20 %.
+func medians(runs []run) []run {
+	type key struct{ scenario, server string }
+	groups := map[key][]run{}
+	var keys []key
+	for _, r := range runs {
+		k := key{r.scenario, r.server}
+		if groups[k] == nil {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var out []run
+	for _, k := range keys {
+		g := groups[k]
+		if len(g) < 2 {
+			continue
+		}
+		med := func(f func(*loadtest.Result) (float64, bool)) float64 {
+			var vs []float64
+			for _, r := range g {
+				if v, ok := f(r.res); ok {
+					vs = append(vs, v)
+				}
+			}
+			return median(vs)
+		}
+		lat := func(pick func(loadtest.LatencySummary) float64) float64 {
+			return med(func(r *loadtest.Result) (float64, bool) {
+				l, ok := r.Latency["publish_to_delivery"]
+				return pick(l), ok
+			})
+		}
+		res := &loadtest.Result{Latency: map[string]loadtest.LatencySummary{"publish_to_delivery": {
+			P50:  lat(func(l loadtest.LatencySummary) float64 { return l.P50 }),
+			P99:  lat(func(l loadtest.LatencySummary) float64 { return l.P99 }),
+			P999: lat(func(l loadtest.LatencySummary) float64 { return l.P999 }),
+		}}}
+		res.Throughput.DeliveriesPerS = med(func(r *loadtest.Result) (float64, bool) { return r.Throughput.DeliveriesPerS, true })
+		for _, r := range g {
+			res.Delivery.Lost += r.res.Delivery.Lost
+			res.Delivery.Duplicated += r.res.Delivery.Duplicated
+		}
+		for _, name := range procCols {
+			proc := func(pick func(loadtest.ProcStats) float64) func(*loadtest.Result) (float64, bool) {
+				return func(r *loadtest.Result) (float64, bool) {
+					i := slices.IndexFunc(r.Procs, func(p loadtest.ProcStats) bool { return p.Name == name })
+					if i < 0 {
+						return 0, false
+					}
+					return pick(r.Procs[i]), true
+				}
+			}
+			has := slices.ContainsFunc(g, func(r run) bool {
+				return slices.ContainsFunc(r.res.Procs, func(p loadtest.ProcStats) bool { return p.Name == name })
+			})
+			if !has {
+				continue
+			}
+			res.Procs = append(res.Procs, loadtest.ProcStats{Name: name,
+				CPUAvgPct:     med(proc(func(p loadtest.ProcStats) float64 { return p.CPUAvgPct })),
+				USPerDelivery: med(proc(func(p loadtest.ProcStats) float64 { return p.USPerDelivery })),
+				USPerPublish:  med(proc(func(p loadtest.ProcStats) float64 { return p.USPerPublish }))})
+		}
+		if rss := med(func(r *loadtest.Result) (float64, bool) {
+			if r.Server == nil || r.Server.RSSPerConn <= 0 {
+				return 0, false
+			}
+			return r.Server.RSSPerConn, true
+		}); rss > 0 {
+			res.Server = &loadtest.ServerStats{RSSPerConn: rss}
+		}
+		out = append(out, run{scenario: k.scenario, server: k.server, rep: fmt.Sprintf("median of %d", len(g)), res: res,
+			loadBefore: g[0].loadBefore + " … " + g[len(g)-1].loadBefore})
+	}
+	return out
 }
 
 func serverShort(s string) string {
@@ -243,14 +341,29 @@ func markdown(runs []run, floors map[string]float64, meta, dir string) string {
 	for _, r := range runs {
 		b.WriteString("| " + strings.Join(cells(r), " | ") + " |\n")
 	}
+	if med := medians(runs); len(med) > 0 {
+		b.WriteString("\nMedians over the passes (lost / dup: summed):\n\n| " + strings.Join(header, " | ") + " |\n|")
+		for range header {
+			b.WriteString("---|")
+		}
+		b.WriteString("\n")
+		for _, r := range med {
+			b.WriteString("| " + strings.Join(cells(r), " | ") + " |\n")
+		}
+	}
 	b.WriteString("\nCPU: user+system time of each process from `/proc/PID/stat`, summed over the load tester's 1 s ticks inside the steady window, divided by the deliveries received over the same ticks (idle rows: average CPU %). `engines` is `herald dev --engines-only` (kfake, SQLite file, versitygw); the store is written by the controller. Idle RSS/conn: least-squares slope of the relay's (Centrifugo's) RSS against connections.\n")
 	var reps []string
 	for k := range floors {
 		reps = append(reps, k)
 	}
 	slices.Sort(reps)
+	var fl []float64
 	for _, k := range reps {
 		fmt.Fprintf(&b, "\n`bench/floor` (10,000 connections, raw write(2) each, `-writers 2`), pass %s: median last delivery **%.1f ms**.\n", k, floors[k])
+		fl = append(fl, floors[k])
+	}
+	if len(fl) > 1 {
+		fmt.Fprintf(&b, "\n`bench/floor`, median of the %d passes: **%.1f ms**.\n", len(fl), median(fl))
 	}
 	return b.String()
 }
@@ -283,7 +396,7 @@ tr.herald td{background:#eef6ff}.bar{display:inline-block;height:10px;background
 		b.WriteString("<th>" + html.EscapeString(h) + "</th>")
 	}
 	b.WriteString("</tr>\n")
-	for _, r := range runs {
+	for _, r := range append(slices.Clip(runs), medians(runs)...) {
 		cls := ""
 		if r.server == "herald" {
 			cls = ` class="herald"`
