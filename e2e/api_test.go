@@ -261,13 +261,32 @@ func TestServerAPICommands(t *testing.T) {
 			} `json:"channels"`
 		} `json:"result"`
 	}
-	apiCall(t, st.ManagementURL, "", "channels", map[string]any{"pattern": "chat:*"}, &chs)
-	if got := chs.Result.Channels; len(got) != 2 || got["chat:x"].NumClients != 2 || got["chat:y"].NumClients != 1 {
+	// channelsUntil asks the server API for the channels until ok accepts
+	// the clients per channel or 5 s pass, and returns the last answer: a
+	// relay updates its counts just after the client has read its
+	// subscribe, unsubscribe or disconnect frame, not before.
+	channelsUntil := func(params map[string]any, ok func(clients map[string]int) bool) map[string]int {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			chs.Result.Channels = nil
+			apiCall(t, st.ManagementURL, "", "channels", params, &chs)
+			got := map[string]int{}
+			for name, c := range chs.Result.Channels {
+				got[name] = c.NumClients
+			}
+			if ok(got) || time.Now().After(deadline) {
+				return got
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if got := channelsUntil(map[string]any{"pattern": "chat:*"}, func(c map[string]int) bool {
+		return len(c) == 2 && c["chat:x"] == 2 && c["chat:y"] == 1
+	}); len(got) != 2 || got["chat:x"] != 2 || got["chat:y"] != 1 {
 		t.Fatalf("channels chat:*: %+v", got)
 	}
-	chs.Result.Channels = nil
-	apiCall(t, st.ManagementURL, "", "channels", map[string]any{"pattern": "chat:y"}, &chs)
-	if got := chs.Result.Channels; len(got) != 1 {
+	if got := channelsUntil(map[string]any{"pattern": "chat:y"}, func(c map[string]int) bool { return len(c) == 1 }); len(got) != 1 {
 		t.Fatalf("channels chat:y: %+v", got)
 	}
 
@@ -312,10 +331,8 @@ func TestServerAPICommands(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("carol was not unsubscribed")
 	}
-	chs.Result.Channels = nil
-	apiCall(t, st.ManagementURL, "", "channels", map[string]any{}, &chs)
-	if _, ok := chs.Result.Channels["chat:y"]; ok {
-		t.Fatalf("chat:y still has subscribers: %+v", chs.Result.Channels)
+	if got := channelsUntil(map[string]any{}, func(c map[string]int) bool { _, ok := c["chat:y"]; return !ok }); got["chat:y"] > 0 || len(got) != 1 {
+		t.Fatalf("chat:y still has subscribers: %+v", got)
 	}
 
 	// disconnect: carol with a terminal code of her own.
@@ -332,9 +349,7 @@ func TestServerAPICommands(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("carol was not disconnected")
 	}
-	chs.Result.Channels = nil
-	apiCall(t, st.ManagementURL, "", "channels", map[string]any{}, &chs)
-	if got := chs.Result.Channels; len(got) != 1 || got["chat:x"].NumClients != 1 {
+	if got := channelsUntil(map[string]any{}, func(c map[string]int) bool { return len(c) == 1 && c["chat:x"] == 1 }); len(got) != 1 || got["chat:x"] != 1 {
 		t.Fatalf("channels after the disconnect: %+v", got)
 	}
 }
