@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/herald-chat/herald/internal/kafka"
+	"github.com/herald-chat/herald/internal/rpcflow"
 	"github.com/herald-chat/herald/internal/store"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,7 +106,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	}
 	s.interest = newInterest(m)
 	s.presence = newPresence(s)
-	s.grpc = grpc.NewServer(grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))
+	s.grpc = grpc.NewServer(append(rpcflow.ServerOptions(), grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))...)
 	heraldv1.RegisterRouterServer(s.grpc, s)
 	s.ownership.Store(&heraldv1.Ownership{ControllerId: cfg.ID, PartitionCount: cfg.Partitions})
 	return s, nil

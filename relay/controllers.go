@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/herald-chat/herald/internal/partition"
+	"github.com/herald-chat/herald/internal/rpcflow"
 	"github.com/herald-chat/herald/internal/tick"
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
@@ -107,7 +108,8 @@ type queuedDelta struct {
 
 func newLinks(srv *Server, addrs []string, dialOpts ...grpc.DialOption) (*links, error) {
 	ls := &links{srv: srv, owners: map[int32]int{}, lost: map[int]lostParts{}}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dialOpts...)
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, rpcflow.DialOptions()...)
+	opts = append(opts, dialOpts...)
 	for i, a := range addrs {
 		cc, err := grpc.NewClient(a, opts...)
 		if err != nil {
