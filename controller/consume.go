@@ -158,19 +158,16 @@ func (s *Server) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[st
 		for name, h := range st.Heads {
 			ps.chans[name] = &chanState{epoch: h.Epoch, seq: h.LastSeq}
 		}
-		ps.w = newBatchWriter(s, p)
 		s.partsMu.Lock()
 		old := s.parts[p]
-		s.parts[p] = ps
 		s.partsMu.Unlock()
 		if old != nil { // not expected: assigned twice without a revoke
 			s.closePart(old, true)
 		}
-		s.writersWG.Add(1)
-		go func() {
-			defer s.writersWG.Done()
-			ps.w.run()
-		}()
+		ps.w = newBatchWriter(s, s.sw, p)
+		s.partsMu.Lock()
+		s.parts[p] = ps
+		s.partsMu.Unlock()
 		s.log.Info("partition assigned", "partition", p, "next_offset", st.NextOffset, "channels", len(st.Heads), "end_offset", ends[p])
 	}
 	s.publishOwnership()

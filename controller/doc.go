@@ -25,9 +25,11 @@
 //     With kgo.BlockRebalanceOnPoll the partition callbacks (assign, revoke,
 //     lose) run only between two polls, so assignment state changes never
 //     interleave with record processing.
-//   - one batch writer per owned partition (owned by Run through the
-//     partition's lifetime: started on assignment, flushed and stopped on
-//     revocation, loss and shutdown).
+//   - the store writer (storeWriter, owned by Run): the only goroutine
+//     writing batches; at each flush instant it writes every owned
+//     partition's due batch with one store call. Each owned partition has a
+//     queue (batchWriter: created on assignment, drained and unregistered
+//     on revocation, loss and shutdown).
 //   - per relay stream: the gRPC handler goroutine is the only sender on the
 //     stream; a receive goroutine (tracked by Run, ends when the handler
 //     returns) applies interest and presence deltas.
@@ -59,9 +61,10 @@
 // with partState.mu released around the read (the poll loop is the only
 // writer of a partition's state).
 //
-// Server.streamsMu (the set of relay streams) and batchWriter.mu are leaves:
-// nothing else is acquired while holding them, apart from kgo's own pause
-// lock under batchWriter.mu. No lock is held across store or network I/O.
+// Server.streamsMu (the set of relay streams) is a leaf; storeWriter.mu (the
+// registered queues) is taken before batchWriter.mu, never after, and
+// nothing else is acquired under batchWriter.mu apart from kgo's own pause
+// lock. No lock is held across store or network I/O.
 //
 // # Backpressure
 //

@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slowRelays:            f.Counter("slow_relay_disconnects_total", "Relay streams closed because their outbound queue was full."),
 		interestChannels:      f.Gauge("interest_channels", "Distinct channels at least one relay asked for."),
 		batchSize:             f.Histogram("batch_size", "Messages per store batch.", prometheus.ExponentialBuckets(1, 2, 15)),
-		batchWriteSeconds:     f.Histogram("batch_write_seconds", "Duration of successful store batch writes.", prometheus.ExponentialBuckets(0.0005, 2, 16)),
+		batchWriteSeconds:     f.Histogram("batch_write_seconds", "Duration of successful store writes (one per flush: every partition's due batch in one call).", prometheus.ExponentialBuckets(0.0005, 2, 16)),
 		storeErrors:           f.Counter("store_errors_total", "Failed store calls (batch writes are retried)."),
 		backlog:               f.Gauge("unpersisted_backlog", "Consumed messages not yet persisted, all owned partitions."),
 		maxBacklog:            f.Gauge("max_backlog", "Configured bound of unpersisted messages per partition before its fetching pauses (HERALD_CONTROLLER_MAX_BACKLOG)."),

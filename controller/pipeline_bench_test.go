@@ -195,15 +195,12 @@ func BenchmarkBatchWriterSQLite(b *testing.B) {
 		cfg := testConfig(nil, 1, "bench")
 		cfg.BatchMessages, cfg.BatchInterval, cfg.MaxBacklog = wbBatch, 20*time.Millisecond, 1<<30
 		s := &Server{cfg: cfg, store: st, log: testLogger(b), m: m}
+		s.sw = newStoreWriter(s)
 		chunks := wbChunks(b.N)
-		w := newBatchWriter(s, 0)
-		done := make(chan struct{})
+		w := newBatchWriter(s, s.sw, 0)
 		b.ReportAllocs()
 		b.ResetTimer()
-		go func() {
-			defer close(done)
-			w.run()
-		}()
+		go s.sw.run()
 		for _, c := range chunks {
 			w.add(c)
 		}
@@ -212,7 +209,7 @@ func BenchmarkBatchWriterSQLite(b *testing.B) {
 		}
 		b.StopTimer()
 		w.close(time.Second, true)
-		<-done
+		s.sw.stop()
 		report(b, b.N*wbBatch)
 		if ps, err := st.LoadPartition(ctx, 0); err != nil || ps.NextOffset != int64(b.N*wbBatch) {
 			b.Fatalf("checkpoint %d (%v), want %d", ps.NextOffset, err, b.N*wbBatch)

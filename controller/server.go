@@ -56,9 +56,9 @@ type Server struct {
 	// epochs derive from it. Set by Run before serving, read-only after.
 	streamID string
 
-	partsMu   sync.RWMutex
-	parts     map[int32]*partState
-	writersWG sync.WaitGroup // batch writer goroutines
+	partsMu sync.RWMutex
+	parts   map[int32]*partState
+	sw      *storeWriter // writes every owned partition's batches
 
 	started atomic.Bool
 	cl      atomic.Pointer[kgo.Client]
@@ -106,6 +106,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, reg prometheus.Registerer
 	}
 	s.interest = newInterest(m)
 	s.presence = newPresence(s)
+	s.sw = newStoreWriter(s)
 	s.grpc = grpc.NewServer(append(rpcflow.ServerOptions(), grpc.WaitForHandlers(true), grpc.MaxRecvMsgSize(maxRecvBytes))...)
 	heraldv1.RegisterRouterServer(s.grpc, s)
 	s.ownership.Store(&heraldv1.Ownership{ControllerId: cfg.ID, PartitionCount: cfg.Partitions})
@@ -168,6 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { serveErr <- s.grpc.Serve(s.ln) }()
 
 	pollCtx, stopPoll := context.WithCancel(context.Background())
+	go s.sw.run() // before any partition is assigned (they register with it)
 	pollDone := make(chan struct{})
 	go func() {
 		defer close(pollDone)
@@ -214,7 +216,7 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	cl.Close()
 	s.dropParts(s.ownedParts(), !s.crashOnStop) // assigned during shutdown
-	s.writersWG.Wait()
+	s.sw.stop()
 	s.recvWG.Wait()
 	s.log.Info("controller stopped", "id", s.cfg.ID)
 	return runErr

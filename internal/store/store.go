@@ -116,6 +116,14 @@ type Lease struct {
 	Expires time.Time
 }
 
+// BatchesWriter is implemented by stores that write several partitions'
+// batches together more cheaply than one by one (SQLite: one transaction
+// instead of one per batch). WriteBatches returns one error per batch, nil
+// for a written one; each batch has WriteBatch's guarantees on its own.
+type BatchesWriter interface {
+	WriteBatches(ctx context.Context, bs []Batch) []error
+}
+
 // Store is implemented by store/sqlite and store/mongo.
 type Store interface {
 	// WriteBatch persists the batch idempotently (a message whose

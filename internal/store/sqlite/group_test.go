@@ -88,3 +88,57 @@ func TestConcurrentWritersGroupCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteBatchesAllPartitionsInOneCall: the controller's store writer
+// hands every partition's batch of a flush over at once; each is stored
+// whole with its heads and checkpoint, and a call that gave up before it
+// was written stores nothing and fails every batch.
+func TestWriteBatchesAllPartitionsInOneCall(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	const parts = 12
+	batches := func(round int) []store.Batch {
+		bs := make([]store.Batch, parts)
+		for p := range bs {
+			ch := fmt.Sprintf("p%d", p)
+			off := int64(2 * round)
+			bs[p] = store.Batch{Partition: int32(p), NextOffset: off + 2,
+				Messages: []store.Message{
+					{ID: fmt.Sprint(p, "-", off), Channel: ch, Seq: uint64(off + 1), Data: []byte(`{}`), Partition: int32(p), Offset: off},
+					{ID: fmt.Sprint(p, "-", off+1), Channel: ch, Seq: uint64(off + 2), Data: []byte(`{}`), Partition: int32(p), Offset: off + 1},
+				},
+				Heads: []store.Head{{Channel: ch, Partition: int32(p), Epoch: "e", LastSeq: uint64(off + 2), Offset: off + 1}},
+			}
+		}
+		return bs
+	}
+	var bw store.BatchesWriter = s
+	for round := range 3 {
+		for i, err := range bw.WriteBatches(ctx, batches(round)) {
+			if err != nil {
+				t.Fatalf("round %d batch %d: %v", round, i, err)
+			}
+		}
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	for i, err := range bw.WriteBatches(canceled, batches(3)) {
+		if err == nil {
+			t.Fatalf("canceled call: batch %d reported written", i)
+		}
+	}
+	for p := range parts {
+		ps, err := s.LoadPartition(ctx, int32(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := fmt.Sprintf("p%d", p)
+		if ps.NextOffset != 6 || ps.Heads[ch].LastSeq != 6 {
+			t.Fatalf("partition %d: checkpoint %d, head %d; want 6 and 6 (the canceled round stores nothing)", p, ps.NextOffset, ps.Heads[ch].LastSeq)
+		}
+		msgs, err := s.Messages(ctx, store.Range{Channel: ch})
+		if err != nil || len(msgs) != 6 {
+			t.Fatalf("partition %d: %d messages (%v), want 6", p, len(msgs), err)
+		}
+	}
+}

@@ -227,25 +227,51 @@ type writeReq struct {
 	done       chan error // buffered: the committer never blocks on it
 }
 
-// write stores b in a transaction, grouped with the batches of other
-// partitions that queued while the previous transaction committed (group
-// commit). The controller runs one batch writer per partition and SQLite has
-// one writer: committing each small batch alone spent most of the
-// controller's CPU in commits and WAL checkpoints under a chat load. A group
-// adds no wait (whoever finds the writer free commits what is queued at
-// once); each batch stays atomic, and a failed group is retried batch by
-// batch so one bad batch fails only its own caller.
+// WriteBatches implements store.BatchesWriter: the batches go to the group
+// commit together, so they are written in one transaction (unless it
+// fails: then each batch alone, so one bad batch fails only itself).
+func (s *Store) WriteBatches(ctx context.Context, bs []store.Batch) []error {
+	reqs := make([]*writeReq, len(bs))
+	for i, b := range bs {
+		reqs[i] = &writeReq{ctx: ctx, b: b, checkpoint: true, done: make(chan error, 1)}
+	}
+	s.commit(reqs)
+	errs := make([]error, len(bs))
+	for i, r := range reqs {
+		if err := <-r.done; err != nil {
+			errs[i] = fmt.Errorf("writing batch of partition %d: %w", bs[i].Partition, err)
+		}
+	}
+	return errs
+}
+
+// write stores b in a transaction, grouped with the batches that queued
+// while the previous transaction committed (group commit).
 func (s *Store) write(ctx context.Context, b store.Batch, checkpoint bool) error {
 	req := &writeReq{ctx: ctx, b: b, checkpoint: checkpoint, done: make(chan error, 1)}
+	s.commit([]*writeReq{req})
+	return <-req.done
+}
+
+// commit queues reqs and, unless a committer before it takes them, commits
+// everything queued in one transaction; every req gets its result on done.
+// SQLite has one writer: committing each small batch alone spent most of
+// the controller's CPU in commits and WAL checkpoints under a chat load. A
+// group adds no wait (whoever finds the writer free commits what is queued
+// at once); each batch stays atomic, and a failed group is retried batch
+// by batch so one bad batch fails only its own caller.
+func (s *Store) commit(reqs []*writeReq) {
 	s.gmu.Lock()
-	s.queued = append(s.queued, req)
+	s.queued = append(s.queued, reqs...)
 	s.gmu.Unlock()
 
 	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	// reqs were queued together, so a committer took all of them or none.
 	select {
-	case err := <-req.done: // a committer before us took it
-		s.wmu.Unlock()
-		return err
+	case err := <-reqs[0].done: // a committer before us took them
+		reqs[0].done <- err // put back for the caller
+		return
 	default:
 	}
 	s.gmu.Lock()
@@ -260,29 +286,28 @@ func (s *Store) write(ctx context.Context, b store.Batch, checkpoint bool) error
 			live = append(live, r)
 		}
 	}
-	if len(live) > 0 {
-		// Once started, a transaction is not canceled by any one caller:
-		// the driver interrupts the connection on a canceled context, which
-		// would fail the other batches of the group (and, racing, the next
-		// statement). A caller that gives up meanwhile gets its error; its
-		// batch is then stored whole or not at all, like any timeout.
-		err := s.writeTx(context.WithoutCancel(ctx), live)
-		if err != nil && len(live) > 1 {
-			for _, r := range live {
-				if cerr := r.ctx.Err(); cerr != nil {
-					r.done <- wrap(cerr)
-					continue
-				}
-				r.done <- s.writeTx(context.WithoutCancel(r.ctx), []*writeReq{r})
-			}
-		} else {
-			for _, r := range live {
-				r.done <- err
-			}
-		}
+	if len(live) == 0 {
+		return
 	}
-	s.wmu.Unlock()
-	return <-req.done
+	// Once started, a transaction is not canceled by any one caller: the
+	// driver interrupts the connection on a canceled context, which would
+	// fail the other batches of the group (and, racing, the next
+	// statement). A caller that gives up meanwhile gets its error; its
+	// batch is then stored whole or not at all, like any timeout.
+	err := s.writeTx(context.WithoutCancel(live[0].ctx), live)
+	if err != nil && len(live) > 1 {
+		for _, r := range live {
+			if cerr := r.ctx.Err(); cerr != nil {
+				r.done <- wrap(cerr)
+				continue
+			}
+			r.done <- s.writeTx(context.WithoutCancel(r.ctx), []*writeReq{r})
+		}
+		return
+	}
+	for _, r := range live {
+		r.done <- err
+	}
 }
 
 // writeTx writes the batches of reqs in one transaction. s.wmu is held.
