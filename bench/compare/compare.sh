@@ -16,6 +16,8 @@
 # it meets a machine the saturating scenarios have not just left), SERVERS
 # (subset of: cf-mem cf-redis herald), HERALD_BIN (a prebuilt herald, e.g.
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
+# ENGINES_ENV / CONTROLLER_ENV / RELAY_ENV (space-separated VAR=value added
+# to that Herald process's environment only, e.g. CONTROLLER_ENV=GOMAXPROCS=1),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
 # git), DURATION (overrides the window), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
 # not touch docs/performance.md), PROFILE=1 (profile the Herald runs: pprof,
@@ -156,7 +158,9 @@ start_herald() {
   mkdir -p "$data"
   local eng=(env HERALD_DATA_DIR="$data" HERALD_TOKEN_SECRET="$SECRET" HERALD_LOG_LEVEL=warn
     HERALD_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT HERALD_S3_ENDPOINT=http://127.0.0.1:$S3_PORT)
-  "${eng[@]}" "$HERALD" dev --engines-only --data-dir "$data" >"$RUNDIR/engines.log" 2>&1 &
+  # shellcheck disable=SC2206 # word splitting of VAR=value lists is wanted
+  local eng_env=(${ENGINES_ENV:-}) ctrl_env=(${CONTROLLER_ENV:-}) relay_env=(${RELAY_ENV:-})
+  "${eng[@]}" "${eng_env[@]}" "$HERALD" dev --engines-only --data-dir "$data" >"$RUNDIR/engines.log" 2>&1 &
   PIDS+=($!); local epid=$!
   local i
   for ((i = 0; i < 300; i++)); do grep -q 'Engines only' "$RUNDIR/engines.log" && break; sleep 0.1; done
@@ -164,13 +168,13 @@ start_herald() {
   local common=(env HERALD_TOKEN_SECRET="$SECRET" HERALD_LOG_LEVEL=warn HERALD_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
     HERALD_STORE_URI="$data/herald.db" HERALD_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
     HERALD_S3_ACCESS_KEY=herald HERALD_S3_SECRET_KEY=herald-dev-s3-secret)
-  "${common[@]}" HERALD_CONTROLLER_ADDR=127.0.0.1:$CTRL_PORT HERALD_CONTROLLER_ADMIN_ADDR=127.0.0.1:$CTRL_ADMIN \
+  "${common[@]}" "${ctrl_env[@]}" HERALD_CONTROLLER_ADDR=127.0.0.1:$CTRL_PORT HERALD_CONTROLLER_ADMIN_ADDR=127.0.0.1:$CTRL_ADMIN \
     HERALD_CONTROLLER_PPROF_ADDR=127.0.0.1:$CTRL_PPROF "$HERALD" controller >"$RUNDIR/controller.log" 2>&1 &
   PIDS+=($!); local cpid=$!
   wait_ready http://127.0.0.1:$CTRL_ADMIN/readyz 60
   local loops=()
   [[ -n ${HERALD_RELAY_EVENT_LOOPS:-} ]] && loops=(HERALD_RELAY_EVENT_LOOPS="$HERALD_RELAY_EVENT_LOOPS")
-  "${common[@]}" "${loops[@]}" HERALD_CONTROLLERS=127.0.0.1:$CTRL_PORT HERALD_RELAY_ADDR=127.0.0.1:$RELAY_PORT \
+  "${common[@]}" "${loops[@]}" "${relay_env[@]}" HERALD_CONTROLLERS=127.0.0.1:$CTRL_PORT HERALD_RELAY_ADDR=127.0.0.1:$RELAY_PORT \
     HERALD_RELAY_ADMIN_ADDR=127.0.0.1:$RELAY_ADMIN HERALD_RELAY_PPROF_ADDR=127.0.0.1:$RELAY_PPROF \
     "$HERALD" relay >"$RUNDIR/relay.log" 2>&1 &
   PIDS+=($!); MAIN=$!
