@@ -239,9 +239,9 @@ func (w *batchWriter) close(timeout time.Duration, drain bool) {
 
 // storeWriter is the controller's only store-writing goroutine. At each
 // flush instant it takes the due batch of every owned partition and writes
-// them with one store call: on a store.BatchesWriter (SQLite) one
-// transaction for all of them, otherwise one WriteBatch per partition,
-// concurrently. One goroutine and one timer for all partitions: with a
+// them with one store call: on a store.BatchesWriter (SQLite: one
+// transaction for all of them; MongoDB: three bulk round trips), otherwise
+// one WriteBatch per partition, concurrently. One goroutine and one timer for all partitions: with a
 // writer goroutine per partition, each woke once per interval on its timer
 // and once more when the poll loop handed it a first chunk, and their
 // writes reached SQLite's group commit a few at a time (at 1,000 chat

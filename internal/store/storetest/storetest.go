@@ -53,6 +53,12 @@ func Run(t *testing.T, open func(t testing.TB) store.Store) {
 		{"LeaseExpiry", testLeaseExpiry},
 		{"LeaseConcurrentAcquire", testLeaseConcurrent},
 	}
+	if _, ok := open(t).(store.BatchesWriter); ok {
+		cases = append(cases, struct {
+			name string
+			fn   func(t *testing.T, s store.Store)
+		}{"WriteBatches", testWriteBatches})
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			c.fn(t, open(t))
@@ -801,5 +807,47 @@ func testLeaseConcurrent(t *testing.T, s store.Store) {
 	}
 	if winners != 1 {
 		t.Fatalf("%d owners acquired one lease concurrently", winners)
+	}
+}
+
+// testWriteBatches (stores implementing store.BatchesWriter): the
+// controller's store writer hands every partition's batch of a flush over
+// in one call; each is stored whole with its heads and checkpoint, a
+// replayed call changes nothing, and a call whose context ended before it
+// started fails every batch and stores nothing.
+func testWriteBatches(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	bw := s.(store.BatchesWriter)
+	const parts = 12
+	round := func(r int) []store.Batch {
+		bs := make([]store.Batch, parts)
+		for p := range bs {
+			ch := fmt.Sprintf("wb-p%d", p)
+			seq := uint64(2*r + 1)
+			bs[p] = batch(int32(p), seqMsgs(ch, seq, seq+1, int32(p), int64(2*r))...)
+		}
+		return bs
+	}
+	for _, r := range []int{0, 1, 1, 2} { // round 1 twice: a retry after an unknown outcome
+		for i, err := range bw.WriteBatches(ctx, round(r)) {
+			if err != nil {
+				t.Fatalf("round %d batch %d: %v", r, i, err)
+			}
+		}
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	for i, err := range bw.WriteBatches(canceled, round(3)) {
+		if err == nil {
+			t.Fatalf("canceled call: batch %d reported written", i)
+		}
+	}
+	for p := range parts {
+		ch := fmt.Sprintf("wb-p%d", p)
+		ps := mustLoad(t, s, int32(p))
+		if ps.NextOffset != 6 || ps.Heads[ch].LastSeq != 6 {
+			t.Fatalf("partition %d: checkpoint %d, head %d; want 6 and 6 (the canceled round stores nothing)", p, ps.NextOffset, ps.Heads[ch].LastSeq)
+		}
+		wantSeqs(t, ch, allMessages(t, s, ch), seqRange(1, 6))
 	}
 }
