@@ -123,14 +123,13 @@ func (w *batchWriter) persisted(n int) {
 }
 
 // failed puts a batch whose write failed back at the front of pending and
-// sets when it may be retried. A closed writer drops it: the next owner
-// replays it from the checkpoint.
+// sets when it may be retried. A closed writer drops it (close counted it
+// among the messages it gave up: the next owner replays them from the
+// checkpoint).
 func (w *batchWriter) failed(batch []chunk, msgs int, err error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		w.log.Warn("giving up unpersisted messages; the next owner replays them from the checkpoint",
-			"messages", msgs, "checkpoint_next_offset_wanted", batch[len(batch)-1].next)
 		return
 	}
 	w.pending = append(batch, w.pending...)
@@ -152,7 +151,7 @@ func (w *batchWriter) failed(batch []chunk, msgs int, err error) {
 func (w *batchWriter) take(now time.Time) (batch []chunk, msgs int, wait time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.pending) == 0 || w.closed {
+	if len(w.pending) == 0 {
 		return nil, 0, -1
 	}
 	if wait := w.retryAt.Sub(now); wait > 0 {
@@ -241,12 +240,14 @@ func (w *batchWriter) close(timeout time.Duration, drain bool) {
 // flush instant it takes the due batch of every owned partition and writes
 // them with one store call: on a store.BatchesWriter (SQLite: one
 // transaction for all of them; MongoDB: three bulk round trips), otherwise
-// one WriteBatch per partition, concurrently. One goroutine and one timer for all partitions: with a
-// writer goroutine per partition, each woke once per interval on its timer
-// and once more when the poll loop handed it a first chunk, and their
-// writes reached SQLite's group commit a few at a time (at 1,000 chat
-// msgs/s over 12 partitions, `go tool trace`: ~1,000 wake-ups and ~230
-// transactions a second where 50 flush instants would do).
+// one WriteBatch per partition, concurrently. One goroutine and one timer
+// for all partitions: with a writer goroutine per partition, each woke once
+// per interval on its timer and once more when the poll loop handed it a
+// first chunk, and their writes reached SQLite's group commit a few at a
+// time (at 1,000 chat msgs/s over 12 partitions, `go tool trace`: ~1,000
+// wake-ups and ~230 transactions a second where 50 flush instants would
+// do). Partitions are only visited here while registered: close
+// unregisters a queue before marking it closed.
 type storeWriter struct {
 	s *Server
 

@@ -3,6 +3,7 @@ package rpcflow_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -73,6 +74,13 @@ func (fc *frameCounter) count(typ byte) int {
 	return fc.counts[typ]
 }
 
+// String is the counts by frame type (for the test log).
+func (fc *frameCounter) String() string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fmt.Sprint(fc.counts)
+}
+
 type countingListener struct {
 	net.Listener
 	mu    sync.Mutex
@@ -116,7 +124,10 @@ func exchange(t *testing.T, n int, sopts []grpc.ServerOption, dopts []grpc.DialO
 	go func() { _ = srv.Serve(cl) }()
 	defer srv.Stop()
 
-	var cc *frameCounter
+	var (
+		ccMu sync.Mutex
+		cc   *frameCounter // set by the dialer, on grpc's goroutine
+	)
 	dopts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
@@ -124,6 +135,8 @@ func exchange(t *testing.T, n int, sopts []grpc.ServerOption, dopts []grpc.DialO
 			if err != nil {
 				return nil, err
 			}
+			ccMu.Lock()
+			defer ccMu.Unlock()
 			cc = newFrameCounter(c, true)
 			return cc, nil
 		}),
@@ -162,6 +175,8 @@ func exchange(t *testing.T, n int, sopts []grpc.ServerOption, dopts []grpc.DialO
 		}
 	}
 	time.Sleep(50 * time.Millisecond) // let the last acks go out
+	ccMu.Lock()
+	defer ccMu.Unlock()
 	if cc == nil || cl.server() == nil {
 		t.Fatal("no connection was counted")
 	}
@@ -177,7 +192,7 @@ func TestStaticWindowsSendNoFlowControlPerMessage(t *testing.T) {
 	const n = 200
 	t.Run("default", func(t *testing.T) {
 		client, server := exchange(t, n, nil, nil)
-		t.Logf("client: %v; server: %v", client.counts, server.counts)
+		t.Logf("client: %v; server: %v", client, server)
 		// The control: proves the counting sees what the options remove.
 		if got := client.count(framePing); got < n/2 {
 			t.Errorf("default windows: client sent %d pings for %d messages received; the control expects at least %d", got, n, n/2)
@@ -188,7 +203,7 @@ func TestStaticWindowsSendNoFlowControlPerMessage(t *testing.T) {
 	})
 	t.Run("rpcflow", func(t *testing.T) {
 		client, server := exchange(t, n, rpcflow.ServerOptions(), rpcflow.DialOptions())
-		t.Logf("client: %v; server: %v", client.counts, server.counts)
+		t.Logf("client: %v; server: %v", client, server)
 		if client.count(frameData) < n || server.count(frameData) < n {
 			t.Fatalf("data frames: client %d, server %d; want at least %d each", client.count(frameData), server.count(frameData), n)
 		}

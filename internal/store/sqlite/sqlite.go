@@ -267,12 +267,10 @@ func (s *Store) commit(reqs []*writeReq) {
 
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	// reqs were queued together, so a committer took all of them or none.
-	select {
-	case err := <-reqs[0].done: // a committer before us took them
-		reqs[0].done <- err // put back for the caller
+	// reqs were queued together, so a committer before us took all of them
+	// (and answered them before releasing wmu) or none.
+	if len(reqs[0].done) > 0 {
 		return
-	default:
 	}
 	s.gmu.Lock()
 	group := s.queued
