@@ -139,7 +139,7 @@ type apiRecord struct {
 const maxAPIRecords = 1 << 14
 
 // rememberAPI records the outcome of the API record at offset. Caller holds
-// ps.mu (poll loop).
+// ps.mu (fetch loop).
 func (ps *partState) rememberAPI(r apiRecord) {
 	if ps.api == nil {
 		ps.api = make(map[int64]apiRecord)
@@ -153,7 +153,7 @@ func (ps *partState) rememberAPI(r apiRecord) {
 }
 
 // Published implements heraldv1.RouterServer: it waits (up to
-// PublishedTimeout) until the poll loop has passed the offset, then answers
+// PublishedTimeout) until the fetch loop has passed the offset, then answers
 // the seq the record got (of the first record with its client_msg_id when
 // it was a duplicate). owned is false when this controller does not own the
 // partition (or lost it while waiting).
@@ -221,7 +221,7 @@ type dedupeEntry struct {
 
 // dedupeWin is a channel's idempotency window, built on the channel's
 // first keyed record after assignment (from the store: the keyed messages
-// among its last DedupeSeqs seqs) and kept by the poll loop after that.
+// among its last DedupeSeqs seqs) and kept by the fetch loop after that.
 type dedupeWin struct {
 	keys map[string]dedupeEntry
 }
@@ -259,7 +259,7 @@ func (s *Server) remember(cs *chanState, m *heraldv1.Message, seq uint64) {
 // by this controller since assignment without a key (the first keyed one
 // triggers this load), so the window is what a replay rebuilds. It retries
 // until the store answers or ctx ends: deciding without it could give a
-// duplicate a seq. Runs on the poll loop without partition locks.
+// duplicate a seq. Runs on the fetch loop without partition locks.
 func (s *Server) loadDedupe(ctx context.Context, ch string, head uint64) *dedupeWin {
 	w := &dedupeWin{keys: map[string]dedupeEntry{}}
 	if head == 0 {

@@ -73,7 +73,7 @@ type Config struct {
 	// that came, out of how many relays). Default 3s
 	// (HERALD_CONTROLLER_CONTROL_TIMEOUT); 0 in a Config literal means 3s.
 	ControlTimeout time.Duration
-	// PublishedTimeout bounds how long Published waits for the poll loop to
+	// PublishedTimeout bounds how long Published waits for the fetch loop to
 	// pass the record's offset. Default 5s
 	// (HERALD_CONTROLLER_PUBLISHED_TIMEOUT); 0 in a Config literal means 5s.
 	PublishedTimeout time.Duration
@@ -162,7 +162,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	config.Duration(fs, &c.PresenceTick, "controller-presence-tick", "HERALD_CONTROLLER_PRESENCE_TICK", 100*time.Millisecond, "coalesce join/leave events of a channel over this period")
 	config.Int(fs, &c.PresenceEvents, "controller-presence-events", "HERALD_CONTROLLER_PRESENCE_EVENTS", 10, "max join/leave events per channel per presence tick (the rest are dropped)")
 	config.Duration(fs, &c.ControlTimeout, "controller-control-timeout", "HERALD_CONTROLLER_CONTROL_TIMEOUT", 3*time.Second, "wait for the relays' replies to a server API command (then answer the partial result)")
-	config.Duration(fs, &c.PublishedTimeout, "controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", 5*time.Second, "wait for the poll loop to sequence a record the server API published")
+	config.Duration(fs, &c.PublishedTimeout, "controller-published-timeout", "HERALD_CONTROLLER_PUBLISHED_TIMEOUT", 5*time.Second, "wait for the fetch loop to sequence a record the server API published")
 	config.Duration(fs, &c.DedupeWindow, "controller-dedupe-window", "HERALD_CONTROLLER_DEDUPE_WINDOW", 5*time.Minute, "idempotency window: a publish repeating a client_msg_id of the channel within this (by published_at) is skipped")
 	config.Int(fs, &c.DedupeSeqs, "controller-dedupe-seqs", "HERALD_CONTROLLER_DEDUPE_SEQS", 1000, "idempotency window in seqs: only the channel's last this many messages are compared (-1: no deduplication)")
 	for _, old := range []string{"addr", "group", "id", "ring-size", "ring-idle", "batch-messages", "batch-interval",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -20,18 +19,14 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// maxPollRecords bounds the records processed per poll (and so the time the
-// poll loop holds a rebalance back).
-const maxPollRecords = 10000
-
 // partState is an owned partition: its channels' heads and recent
 // publications, its fetch position and its batch writer.
 type partState struct {
 	id int32
 	w  *batchWriter
 
-	// mu guards chans (and their contents) and next. The poll loop writes
-	// them once per poll; Recover reads them.
+	// mu guards chans (and their contents) and next. The fetch loops write
+	// them once per fetch; Recover reads them.
 	mu    sync.RWMutex
 	chans map[string]*chanState
 	next  int64 // next offset to consume
@@ -39,7 +34,7 @@ type partState struct {
 	// next reaches it the heads may lag those a relay has seen.
 	catchUpTo int64
 
-	touched map[string]int // poll loop scratch: channel → index in a chunk's heads
+	touched map[string]int // fetch loop scratch: channel → index in a chunk's heads
 	// ringed are the channels whose ring is not empty, so that dropping
 	// idle rings walks those, not every channel the partition has a head
 	// for (all of them since the store began).
@@ -60,7 +55,7 @@ type chanState struct {
 	seq   uint64
 	ring  []*heraldv1.Publication
 	pos   int
-	last  int64 // unix ns of the poll that pushed the newest publication
+	last  int64 // unix ns of the fetch that pushed the newest publication
 	// dedupe is the idempotency window, nil until the channel's first
 	// record with a client_msg_id since assignment (api.go).
 	dedupe *dedupeWin
@@ -220,32 +215,6 @@ func (s *Server) endOffsets(ctx context.Context, cl *kgo.Client, parts []int32) 
 	return out
 }
 
-// adjustOffsets starts every newly assigned partition at its store
-// checkpoint (the earliest offset when never checkpointed), whatever Kafka's
-// committed offsets say.
-func (s *Server) adjustOffsets(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	for topic, parts := range offsets {
-		if topic != s.cfg.Topic {
-			continue
-		}
-		for p := range parts {
-			ps := s.part(p)
-			if ps == nil {
-				return nil, fmt.Errorf("partition %d assigned without its state", p)
-			}
-			ps.mu.RLock()
-			next := ps.next
-			ps.mu.RUnlock()
-			if next > 0 {
-				parts[p] = kgo.NewOffset().At(next)
-			} else {
-				parts[p] = kgo.NewOffset().AtStart()
-			}
-		}
-	}
-	return offsets, nil
-}
-
 // onRevoked handles revoked and lost partitions: they stop being announced,
 // their pending batches are flushed (bounded by ShutdownTimeout) and their
 // state is dropped. Whatever is not flushed is replayed by the next owner
@@ -273,6 +242,9 @@ func (s *Server) dropParts(parts []int32, drain bool) {
 	if len(dropped) == 0 {
 		return
 	}
+	if s.fetch != nil {
+		s.fetch.barrier() // a response being processed may hold their records
+	}
 	s.publishOwnership()
 	for _, ps := range dropped {
 		s.closePart(ps, drain)
@@ -290,37 +262,7 @@ func (s *Server) closePart(ps *partState, drain bool) {
 	s.m.lag.DeleteLabelValues(strconv.Itoa(int(ps.id)))
 }
 
-// pollLoop is the only goroutine that assigns seqs. Each poll: records are
-// sequenced per partition in offset order, publications are routed to the
-// interested relays (one batch per relay per poll), and each partition's
-// messages are handed to its batch writer.
-func (s *Server) pollLoop(ctx context.Context, cl *kgo.Client) {
-	fo := newFanout(s.interest)
-	bl := &badLog{}
-	for {
-		fetches := cl.PollRecords(ctx, maxPollRecords)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			cl.AllowRebalance()
-			return
-		}
-		fetches.EachError(func(topic string, p int32, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-		})
-		now := time.Now()
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			s.processPartition(ctx, fp, fo, now, bl)
-		})
-		if n := fo.flush(s.m); n > 0 {
-			s.m.deliveries.Add(float64(n))
-		}
-		cl.AllowRebalance()
-	}
-}
-
-// processPartition sequences one poll's records of one partition.
+// processPartition sequences one fetch's records of one partition.
 func (s *Server) processPartition(ctx context.Context, fp kgo.FetchTopicPartition, fo *fanout, now time.Time, bl *badLog) {
 	if fp.Topic != s.cfg.Topic || len(fp.Records) == 0 {
 		return
@@ -510,7 +452,7 @@ func (s *Server) ringJanitor(ctx context.Context) {
 	})
 }
 
-// badLog rate-limits bad-record logs (poll loop only).
+// badLog rate-limits bad-record logs (one per fetch loop).
 type badLog struct {
 	last       time.Time
 	suppressed int

@@ -21,10 +21,19 @@
 //
 // # Goroutines and their owners
 //
-//   - the poll loop (owned by Run): the only goroutine that assigns seqs.
-//     With kgo.BlockRebalanceOnPoll the partition callbacks (assign, revoke,
-//     lose) run only between two polls, so assignment state changes never
-//     interleave with record processing.
+//   - the fetch loops (fetch.go; run by the fetcher, owned by Run): one per
+//     Kafka broker that leads an owned partition. kgo keeps the consumer
+//     group but never fetches (the topic is paused in it); each loop sends
+//     a Fetch for its broker's owned, unpaused partitions, waits for it,
+//     then sequences and routes the response. One response at a time is
+//     processed (fetcher.procMu), so exactly one goroutine at a time
+//     assigns seqs and fills the streams' pending batches. The partition
+//     callbacks (assign, revoke, lose) run on kgo's group goroutine: a
+//     dropped partition leaves the owned set first, then dropParts waits for
+//     the response being processed (fetcher.barrier), so none of its records
+//     is sequenced afterwards; a response fetched for a partition since
+//     dropped or reassigned is ignored (the partState it was fetched for is
+//     no longer the owned one).
 //   - the store writer (storeWriter, owned by Run): the only goroutine
 //     writing batches; at each flush instant it writes every owned
 //     partition's due batch with one store call. Each owned partition has a
@@ -38,10 +47,12 @@
 //
 // # Locks (acquire in this order, never the reverse)
 //
-//  1. Server.partsMu: the set of owned partitions.
-//  2. partState.mu: a partition's channel heads and recent-publication rings
-//     (written by the poll loop once per poll, read by Recover).
-//  3. interestShard.mu: one of 64 shards of the channel → relay streams map.
+//  1. fetcher.procMu: the fetch response being processed (dropParts takes
+//     it only after releasing partsMu).
+//  2. Server.partsMu: the set of owned partitions.
+//  3. partState.mu: a partition's channel heads and recent-publication rings
+//     (written by the fetch loops once per fetch, read by Recover).
+//  4. interestShard.mu: one of 64 shards of the channel → relay streams map.
 //
 // Presence (presence.go) has its own order: presence.mu (the relays' sets;
 // one delta applied at a time), then a presShard.mu, then presence.evMu
@@ -55,16 +66,18 @@
 // every relay stream (relayStream.enqueue: never blocks, a full queue closes
 // the stream as slow) and waits, bounded by ControlTimeout, for the replies
 // the receive goroutines hand over by id (commands.mu, a leaf). Published
-// waits, bounded by PublishedTimeout, until the poll loop passed a record's
+// waits, bounded by PublishedTimeout, until the fetch loop passed a record's
 // offset. The idempotency window of a channel is loaded from the store by
-// the poll loop on the channel's first keyed record after an assignment,
-// with partState.mu released around the read (the poll loop is the only
+// the fetch loop on the channel's first keyed record after an assignment,
+// with partState.mu released around the read (the fetch loop is the only
 // writer of a partition's state).
 //
 // Server.streamsMu (the set of relay streams) is a leaf; storeWriter.mu (the
 // registered queues) is taken before batchWriter.mu, never after, and
-// nothing else is acquired under batchWriter.mu apart from kgo's own pause
-// lock. No lock is held across store or network I/O.
+// nothing else is acquired under batchWriter.mu apart from fetcher.mu
+// (pause and resume), a leaf. No lock is held across store or network I/O
+// except fetcher.procMu across the store read of a channel's idempotency
+// window (the fetch loops would wait for it anyway).
 //
 // # Backpressure
 //

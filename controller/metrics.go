@@ -11,6 +11,8 @@ import (
 type metrics struct {
 	ownedPartitions   prometheus.Gauge
 	recordsConsumed   prometheus.Counter
+	fetches           prometheus.Counter
+	fetchErrors       prometheus.Counter
 	ringsEvicted      prometheus.Counter
 	badRecords        prometheus.Counter
 	consumeToStream   prometheus.Histogram
@@ -44,6 +46,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		ownedPartitions:       f.Gauge("owned_partitions", "Partitions of the messages topic this controller owns."),
 		recordsConsumed:       f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
+		fetches:               f.Counter("fetches_total", "Fetch responses processed (one fetch cycle each: the records of every owned partition its leader had)."),
+		fetchErrors:           f.Counter("fetch_errors_total", "Failed fetches and partition fetch errors (leadership changes, unavailable partitions, offsets out of range, undecodable batches); retried."),
 		ringsEvicted:          f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
 		badRecords:            f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
 		consumeToStream:       f.Histogram("consume_to_stream_seconds", "Time from the record's Kafka timestamp to its enqueueing on relay streams.", prometheus.ExponentialBuckets(0.0005, 2, 16)),

@@ -28,7 +28,7 @@ import (
 // Batch writer vs raw bulk insert on SQLite.
 //
 // Every variant persists the same messages: batches of 1,000 over 50
-// channels of one partition, as the poll loop hands them over (chunks of
+// channels of one partition, as the fetch loop hands them over (chunks of
 // 100 messages, one poll each, with the heads of the channels they touch).
 
 const (
@@ -82,7 +82,7 @@ func sqliteDSN(path string) string {
 }
 
 // BenchmarkBatchWriterSQLite compares the controller's batch writer path
-// (chunks handed over by the poll loop, merged into 1,000-message batches,
+// (chunks handed over by the fetch loop, merged into 1,000-message batches,
 // store.WriteBatch with heads and checkpoint) with raw bulk inserts of the
 // same rows into the same SQLite schema: one transaction per 1,000 rows,
 // either a prepared single-row INSERT (the baseline of

@@ -20,7 +20,7 @@ const numShards = 64
 const maxBatchBytes = 1 << 20
 
 // interest maps a channel to the relay streams that asked for it, sharded by
-// channel hash with a RWMutex per shard. The poll loop reads it; relay
+// channel hash with a RWMutex per shard. The fetch loops read it; relay
 // receive goroutines write it.
 type interest struct {
 	seed   maphash.Seed
@@ -89,9 +89,10 @@ func (in *interest) remove(channel string, r *relayStream) {
 	}
 }
 
-// fanout collects, during one poll, the publications for each interested
-// relay stream, so that each stream gets one batch per poll. It is owned by
-// the poll loop, and so are the streams' pending slices.
+// fanout collects, during one fetch response, the publications for each
+// interested relay stream, so that each stream gets one batch per fetch.
+// Each fetch loop has its own; the streams' pending slices are touched only
+// under fetcher.procMu (one response processed at a time).
 type fanout struct {
 	in      *interest
 	touched []*relayStream // streams with pending publications
@@ -142,8 +143,8 @@ type relayStream struct {
 
 	// chans is the stream's interest, touched only by its receive goroutine.
 	chans map[string]struct{}
-	// pending is this poll's publications for the stream, touched only by
-	// the poll loop (fanout).
+	// pending is this fetch's publications for the stream, touched only by
+	// a fanout under fetcher.procMu.
 	pending []*heraldv1.Publication
 }
 

@@ -9,7 +9,7 @@ import (
 	heraldv1 "github.com/herald-chat/herald/proto/herald/v1"
 )
 
-// BenchmarkRoute measures the poll loop's live path: looking up a
+// BenchmarkRoute measures the fetch loop's live path: looking up a
 // publication's channel in the sharded interest map (100k channels) and
 // collecting it for R relay streams, with one flush (one batch enqueued per
 // stream) every 1000 publications, as one poll would. "all": every stream

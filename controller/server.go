@@ -62,6 +62,7 @@ type Server struct {
 
 	started atomic.Bool
 	cl      atomic.Pointer[kgo.Client]
+	fetch   *fetcher // set by Run before the group is joined
 	closing atomic.Bool
 
 	// crashOnStop (tests) makes Run stop without flushing the batch
@@ -132,7 +133,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.ln.Close()
 		return err
 	}
-	// Set before the gRPC server serves and the poll loop runs; read-only after.
+	// Set before the gRPC server serves and the fetch loop runs; read-only after.
 	s.streamID = info.ID
 	if s.streamID == "" {
 		s.streamID = "topic:" + s.cfg.Topic
@@ -147,22 +148,26 @@ func (s *Server) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(s.cfg.Topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(time.Second), // bounds the delay of a resume after a pause
 		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onRevoked),
-		kgo.AdjustFetchOffsetsFn(s.adjustOffsets),
 	}
 	if st := s.cfg.SessionTimeout; st > 0 {
 		opts = append(opts, kgo.SessionTimeout(st), kgo.HeartbeatInterval(min(st/5, 3*time.Second)))
 	}
+	// The fetcher exists before the client: the group's callbacks, which may
+	// run as soon as the client does, tell it about assignments.
+	s.fetch = newFetcher(s)
 	cl, err := kgo.NewClient(append(opts, s.extra...)...)
 	if err != nil {
 		s.ln.Close()
 		return fmt.Errorf("creating kafka client: %w", err)
 	}
+	// kgo keeps the group; the fetch loops fetch (fetch.go). Paused here,
+	// round trips before the group can be joined and a partition assigned,
+	// so kgo never fetches the topic itself.
+	cl.PauseFetchTopics(s.cfg.Topic)
+	s.fetch.cl = cl // read by the fetch loops, started below
 	s.cl.Store(cl)
 
 	serveErr := make(chan error, 1)
@@ -173,7 +178,7 @@ func (s *Server) Run(ctx context.Context) error {
 	pollDone := make(chan struct{})
 	go func() {
 		defer close(pollDone)
-		s.pollLoop(pollCtx, cl)
+		s.fetch.run(pollCtx)
 	}()
 	janitorDone := make(chan struct{})
 	go func() {
@@ -265,6 +270,9 @@ func (s *Server) publishOwnership() {
 	})
 	s.m.ownedPartitions.Set(float64(len(owned)))
 	s.wakeStreams()
+	if s.fetch != nil {
+		s.fetch.notify() // fetch loops pick up assigned partitions, drop revoked ones
+	}
 }
 
 // Ownership returns the partitions this controller owns right now (what it
@@ -272,14 +280,14 @@ func (s *Server) publishOwnership() {
 func (s *Server) Ownership() *heraldv1.Ownership { return s.ownership.Load() }
 
 func (s *Server) pauseFetch(p int32) {
-	if cl := s.cl.Load(); cl != nil {
-		cl.PauseFetchPartitions(map[string][]int32{s.cfg.Topic: {p}})
+	if s.fetch != nil {
+		s.fetch.pause(p)
 	}
 }
 
 func (s *Server) resumeFetch(p int32) {
-	if cl := s.cl.Load(); cl != nil {
-		cl.ResumeFetchPartitions(map[string][]int32{s.cfg.Topic: {p}})
+	if s.fetch != nil {
+		s.fetch.resume(p)
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 	"github.com/herald-chat/herald/internal/store"
 )
 
-// chunk is what the poll loop hands to a partition's batch writer after one
-// poll: the poll's messages of that partition, the heads of the channels they
+// chunk is what the fetch loop hands to a partition's batch writer after one
+// fetch: the fetch's messages of that partition, the heads of the channels they
 // touched, and the offset to resume from once they are durable (which also
 // covers skipped bad records).
 type chunk struct {
@@ -21,7 +21,7 @@ type chunk struct {
 }
 
 // batchWriter is one owned partition's queue of chunks waiting for the
-// store. The poll loop calls add; the controller's storeWriter takes due
+// store. The fetch loops call add; the controller's storeWriter takes due
 // batches from every partition's queue and writes them together, retrying
 // a failed batch (after a backoff of its own partition) and never dropping
 // one. Memory is bounded by pausing the partition's fetching at MaxBacklog
@@ -58,7 +58,7 @@ func newBatchWriter(s *Server, sw *storeWriter, part int32) *batchWriter {
 	return w
 }
 
-// add queues c. Called by the poll loop only; never blocks on I/O.
+// add queues c. Called by the fetch loop only; never blocks on I/O.
 func (w *batchWriter) add(c chunk) {
 	n := len(c.msgs)
 	w.mu.Lock()
@@ -66,7 +66,7 @@ func (w *batchWriter) add(c chunk) {
 	// pending (its flush instant may be earlier than the one the writer
 	// sleeps to, or the writer sleeps without a timer) or the batch just
 	// became full. Under a steady load neither: the writer already sleeps
-	// to the shared flush instant, so a poll costs no wake-up here.
+	// to the shared flush instant, so a fetch costs no wake-up here.
 	first := len(w.pending) == 0
 	full := w.queued < w.s.cfg.BatchMessages && w.queued+n >= w.s.cfg.BatchMessages
 	w.pending = append(w.pending, c)
@@ -242,7 +242,7 @@ func (w *batchWriter) close(timeout time.Duration, drain bool) {
 // transaction for all of them; MongoDB: three bulk round trips), otherwise
 // one WriteBatch per partition, concurrently. One goroutine and one timer
 // for all partitions: with a writer goroutine per partition, each woke once
-// per interval on its timer and once more when the poll loop handed it a
+// per interval on its timer and once more when the fetch loop handed it a
 // first chunk, and their writes reached SQLite's group commit a few at a
 // time (at 1,000 chat msgs/s over 12 partitions, `go tool trace`: ~1,000
 // wake-ups and ~230 transactions a second where 50 flush instants would

@@ -33,7 +33,7 @@ func woken(sw *storeWriter) bool {
 	}
 }
 
-// The poll loop must not wake the store writer on every poll: only when
+// The fetch loop must not wake the store writer on every fetch: only when
 // the partition had nothing pending and the writer sleeps past its flush
 // instant (or without a timer), or when the batch became full.
 func TestBatchWriterWakesOnlyWhenDue(t *testing.T) {
