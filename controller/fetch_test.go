@@ -9,7 +9,6 @@ import (
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
 	"github.com/herald-chat/herald/internal/store/memstore"
-	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // TestFetchFollowsLeaderMoves: partitions spread over three brokers, their
@@ -19,11 +18,7 @@ import (
 // Kafka order.
 func TestFetchFollowsLeaderMoves(t *testing.T) {
 	const parts = 6
-	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := startCluster(t, 3)
 	brokers := c.ListenAddrs()
 	st := memstore.New()
 	ctrl := startController(t, testConfig(brokers, parts, "c1"), st)
@@ -67,13 +62,10 @@ func TestFetchFollowsLeaderMoves(t *testing.T) {
 // consuming.
 func TestFetchSkipsDeletedRecords(t *testing.T) {
 	const parts = 1
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := startCluster(t, 1)
 	brokers := c.ListenAddrs()
-	if err := EnsureTopic(context.Background(), brokers, testTopic, parts); err != nil {
+	var err error
+	if err = EnsureTopic(context.Background(), brokers, testTopic, parts); err != nil {
 		t.Fatal(err)
 	}
 	const ch = "chat:retained"

@@ -36,12 +36,18 @@ func testLogger(tb testing.TB) *slog.Logger {
 // controller's Run, or by EnsureTopic).
 func startKafka(tb testing.TB) []string {
 	tb.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	return startCluster(tb, 1).ListenAddrs()
+}
+
+// startCluster runs an in-process kfake cluster of n brokers.
+func startCluster(tb testing.TB, n int) *kfake.Cluster {
+	tb.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(n), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		tb.Fatalf("kfake: %v", err)
 	}
 	tb.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return c
 }
 
 func testConfig(brokers []string, parts int32, id string) Config {
