@@ -3,8 +3,12 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/herald-chat/herald/internal/partition"
 	"github.com/herald-chat/herald/internal/store"
@@ -98,5 +102,104 @@ func TestFetchSkipsDeletedRecords(t *testing.T) {
 	}
 	if n := metricValue(ctrl.m.fetchErrors); n == 0 {
 		t.Fatal("the out-of-range fetch was not counted in fetch_errors_total")
+	}
+}
+
+// TestFetchPacedWhileBusy: records produced one request at a time, every
+// ~2 ms (as many relays each producing alone would), while the controller's
+// fetch window is 100 ms. Each fetch comes back at once with records, so
+// the loop sends the next a window after the previous: over the busy spell
+// at most one fetch per window reaches the leader (without the pacing it
+// would be one per produce request), and every record is still sequenced
+// once, densely.
+func TestFetchPacedWhileBusy(t *testing.T) {
+	const (
+		parts  = 1
+		window = 100 * time.Millisecond
+	)
+	c := startCluster(t, 1)
+	brokers := c.ListenAddrs()
+	var (
+		mu      sync.Mutex
+		counted = map[kmsg.Request]bool{}
+	)
+	c.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		counted[req] = true // a fetch waiting for records is seen again when they come
+		mu.Unlock()
+		return nil, nil, false
+	})
+	fetches := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(counted)
+	}
+
+	st := memstore.New()
+	cfg := testConfig(brokers, parts, "c1")
+	cfg.FetchWindow = window
+	ctrl := startController(t, cfg, st)
+	waitOwns(t, ctrl.Server, parts)
+	const ch = "chat:busy"
+	relay := openRelay(t, ctrl.Addr(), "relay-1", true, ch)
+	waitFor(t, 10*time.Second, "ownership", func() bool { return relay.lastOwnership() != nil })
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(testTopic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 400
+	before, start := fetches(), time.Now()
+	for i := range n {
+		b, err := marshal(testMessage(ch, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(ch), Value: b}).FirstErr(); err != nil {
+			t.Fatalf("producing: %v", err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	busy, during := time.Since(start), fetches()-before
+	relay.waitSeq(ch, n)
+	checkDense(t, ch, relay.get(ch), 1, 0)
+	storedDense(t, st, ch, n)
+	// Fetches at least two thirds of a window apart over the busy spell
+	// (fetchPace skips shorter pauses), one more for the long poll waiting
+	// when it began.
+	if limit := int(busy*3/(2*window)) + 2; during > limit {
+		t.Fatalf("%d fetches reached the leader during %v of produce requests every ~2 ms; paced by a %v window there would be at most %d", during, busy.Round(time.Millisecond), window, limit)
+	}
+	t.Logf("%d produce requests in %v, %d fetches", n, busy.Round(time.Millisecond), during)
+}
+
+// TestFetchPace: the pacing decision alone. Only a fetch that came back
+// with records well before a window after it was sent delays the next.
+func TestFetchPace(t *testing.T) {
+	const w = 3 * time.Millisecond
+	sent := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		name    string
+		window  time.Duration
+		after   time.Duration // answered this long after sent
+		records int
+		want    time.Duration
+	}{
+		{"answered at once with records: the rest of the window", w, time.Millisecond, 5, 2 * time.Millisecond},
+		{"answered at 2 ms: a pause under a third of the window is not taken", w, 2*time.Millisecond + time.Microsecond, 5, 0},
+		{"empty response (long poll timed out)", w, 500 * time.Millisecond, 0, 0},
+		{"empty at once", w, 0, 0, 0},
+		{"records after a quiet spell (long poll answered late)", w, 200 * time.Millisecond, 1, 0},
+		{"answered exactly a window after", w, w, 3, 0},
+		{"window off", -1, time.Millisecond, 5, 0},
+	} {
+		if got := fetchPace(tc.window, sent, sent.Add(tc.after), tc.records); got != tc.want {
+			t.Errorf("%s: pause %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

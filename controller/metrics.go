@@ -13,6 +13,7 @@ type metrics struct {
 	recordsConsumed   prometheus.Counter
 	fetches           prometheus.Counter
 	fetchErrors       prometheus.Counter
+	fetchRecords      prometheus.Histogram
 	ringsEvicted      prometheus.Counter
 	badRecords        prometheus.Counter
 	consumeToStream   prometheus.Histogram
@@ -48,6 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		recordsConsumed:       f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
 		fetches:               f.Counter("fetches_total", "Fetch responses processed (one fetch cycle each: the records of every owned partition its leader had)."),
 		fetchErrors:           f.Counter("fetch_errors_total", "Failed fetches and partition fetch errors (leadership changes, unavailable partitions, offsets out of range, undecodable batches); retried."),
+		fetchRecords:          f.Histogram("fetch_records", "Records per fetch response (paced by HERALD_CONTROLLER_FETCH_WINDOW while relays produce faster than the loop fetches).", prometheus.ExponentialBuckets(1, 2, 14)),
 		ringsEvicted:          f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
 		badRecords:            f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
 		consumeToStream:       f.Histogram("consume_to_stream_seconds", "Time from the record's Kafka timestamp to its enqueueing on relay streams.", prometheus.ExponentialBuckets(0.0005, 2, 16)),

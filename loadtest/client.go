@@ -63,7 +63,8 @@ type subState struct {
 // the reader) serialize on mu.
 type conn struct {
 	r     *runner
-	idx   int // global connection index: token subject, histogram shard
+	idx   int    // global connection index: token subject, histogram shard
+	url   string // the endpoint it dials (one of --url's)
 	token string
 	sub   *subState // nil for dedicated publishers
 
@@ -216,7 +217,7 @@ func (c *conn) session(ctx context.Context, recovering bool, settled func(bool))
 	c.got = false
 	t0 := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
-	nc, br, _, err := r.dialer.Dial(dctx, r.cfg.URL)
+	nc, br, _, err := r.dialer.Dial(dctx, c.url)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("dialing: %w", err)

@@ -88,7 +88,7 @@ type Config struct {
 func (c *Config) flagSet(out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&c.URL, "url", env("HERALD_LOADTEST_URL", "ws://127.0.0.1:8000/connection/websocket"), "WebSocket endpoint (HERALD_LOADTEST_URL)")
+	fs.StringVar(&c.URL, "url", env("HERALD_LOADTEST_URL", "ws://127.0.0.1:8000/connection/websocket"), "WebSocket endpoint; several, comma-separated (relays of one deployment), spread each channel's subscribers over them round-robin (HERALD_LOADTEST_URL)")
 	fs.IntVar(&c.Conns, "conns", 1000, "connections (subscribers)")
 	fs.IntVar(&c.Channels, "channels", 0, "channels the connections spread over (default: broadcast/idle 1, chat 100, churn/recovery 10)")
 	fs.Float64Var(&c.Rate, "rate", -1, "publications per second in total (default: broadcast 10, chat 100, recovery 50, churn/idle 0)")
@@ -225,14 +225,30 @@ func (c *Config) applyDefaults(set map[string]bool) {
 	}
 }
 
+// urls returns the endpoints of --url (comma-separated).
+func (c *Config) urls() []string {
+	var out []string
+	for _, u := range strings.Split(c.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	if len(out) == 0 {
+		return []string{""} // reported by Validate
+	}
+	return out
+}
+
 // Validate checks the configuration; errors wrap ErrUsage and name the flag.
 func (c *Config) Validate() error {
 	if !validScenario(c.Scenario) {
 		return usageErr("unknown scenario %q (one of %s)", c.Scenario, strings.Join(scenarios, ", "))
 	}
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return usageErr("--url %q: want ws://host:port/path or wss://…", c.URL)
+	for _, raw := range c.urls() {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return usageErr("--url %q: want ws://host:port/path or wss://… (several: comma-separated)", raw)
+		}
 	}
 	switch {
 	case c.Conns <= 0:
@@ -303,8 +319,11 @@ func (c *Config) Validate() error {
 			return usageErr("--server-pid %d: no such process", c.ServerPID)
 		}
 	}
-	if _, err := parseSourceIPs(c.SourceIPs, u.Hostname()); err != nil {
-		return usageErr("--source-ips: %v", err)
+	for _, raw := range c.urls() {
+		u, _ := url.Parse(raw)
+		if _, err := parseSourceIPs(c.SourceIPs, u.Hostname()); err != nil {
+			return usageErr("--source-ips: %v", err)
+		}
 	}
 	w := c.workerCount()
 	if w > 1 && c.Conns/w > c.ConnsPerProcess {

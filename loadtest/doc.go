@@ -28,6 +28,11 @@
 // recovery, drops and churn are the same in both: the session's goroutine
 // gets the same error either way.
 //
+// Endpoints: --url takes several, comma-separated (the relays of one
+// deployment, without a load balancer in front): the k-th subscriber of
+// every channel dials endpoint k mod n, so each channel has members on
+// every relay, as behind a balancer that spreads connections evenly.
+//
 // Resources: one goroutine per connection (blocked in a read or waiting for
 // its reactor; frame buffers reused), so one process holds ~19,000
 // connections; source addresses rotate over 127.0.0.2…9 for loopback

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -229,5 +232,66 @@ func TestRunWorkersAndOutputs(t *testing.T) {
 		if strings.Contains(page, bad) {
 			t.Errorf("report not self-contained: has %q", bad)
 		}
+	}
+}
+
+// TestRunSeveralEndpoints: --url with two endpoints (one server state
+// behind two listeners, as two relays of one deployment): the connections
+// split evenly between them, every channel has members on both, and
+// every publication reaches every member.
+func TestRunSeveralEndpoints(t *testing.T) {
+	s := newFakeServer(t, testSecret)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		second.Add(1)
+		s.handle(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	url2 := "ws://" + ln.Addr().String() + "/connection/websocket"
+
+	const conns, channels = 20, 5
+	cfg, err := ParseArgs([]string{ScenarioChat, "--url", s.URL + "," + url2, "--conns", "20", "--channels", "5", "--secret", testSecret}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newRunner(cfg, plan{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.cancel()
+		if r.reactors != nil {
+			r.reactors.close()
+		}
+	})
+	hosts := map[int]map[string]bool{}
+	for i := range conns {
+		c, err := r.newConn(i, "t", i%channels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hosts[i%channels] == nil {
+			hosts[i%channels] = map[string]bool{}
+		}
+		hosts[i%channels][c.url] = true
+	}
+	for ch, h := range hosts {
+		if len(h) != 2 {
+			t.Errorf("channel %d has members on %v, want both endpoints", ch, h)
+		}
+	}
+
+	res := runScenario(t, s.URL+", "+url2, ScenarioChat, "--conns", "20", "--channels", "5", "--rate", "50")
+	assertClean(t, res)
+	if n, total := second.Load(), s.accepted.Load(); n != conns/2 || total != conns {
+		t.Errorf("second endpoint took %d of %d connections, want %d of %d", n, total, conns/2, conns)
+	}
+	if _, err := ParseArgs([]string{ScenarioChat, "--url", s.URL + ",http://x", "--secret", testSecret}, io.Discard); err == nil || !strings.Contains(err.Error(), `"http://x"`) {
+		t.Errorf("a bad second endpoint: %v, want an error naming it", err)
 	}
 }

@@ -82,6 +82,7 @@ type runner struct {
 	cfg      *Config
 	plan     plan
 	dialer   ws.Dialer
+	urls     []string // --url: connections spread over them
 	channels []string
 	pad      []byte
 	sources  *sourcePool
@@ -113,13 +114,14 @@ type runner struct {
 }
 
 func newRunner(cfg *Config, p plan) (*runner, error) {
-	u, _ := url.Parse(cfg.URL)
+	urls := cfg.urls()
+	u, _ := url.Parse(urls[0])
 	ips, err := parseSourceIPs(cfg.SourceIPs, u.Hostname())
 	if err != nil {
 		return nil, err
 	}
 	r := &runner{
-		cfg: cfg, plan: p,
+		cfg: cfg, plan: p, urls: urls,
 		sources:    newSourcePool(ips),
 		pad:        bytes.Repeat([]byte{'x'}, cfg.Payload),
 		connectLat: new(AtomicHistogram), subscribeLat: new(AtomicHistogram),
@@ -185,10 +187,15 @@ func (r *runner) token(subject string, channel string) (string, error) {
 func (r *runner) newConn(idx int, subject string, ch int) (*conn, error) {
 	c := &conn{r: r, idx: idx, sock: -1}
 	chName := ""
+	// Several endpoints: the k-th subscriber of each channel (idx/channels)
+	// goes to endpoint k, so every channel has members on every relay.
+	pick := idx
 	if ch >= 0 {
 		chName = r.channels[ch]
 		c.sub = &subState{ch: ch, name: chName}
+		pick = idx / r.cfg.Channels
 	}
+	c.url = r.urls[pick%len(r.urls)]
 	tok, err := r.token(subject, chName)
 	if err != nil {
 		return nil, fmt.Errorf("signing token: %w", err)

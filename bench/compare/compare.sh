@@ -18,6 +18,9 @@
 # another commit's, for A/B runs), HERALD_RELAY_EVENT_LOOPS (passed on),
 # ENGINES_ENV / CONTROLLER_ENV / RELAY_ENV (space-separated VAR=value added
 # to that Herald process's environment only, e.g. CONTROLLER_ENV=GOMAXPROCS=1),
+# RELAYS (Herald relays, default 1; with more, each channel's subscribers
+# are spread over all of them, as behind a load balancer, and each relay's
+# CPU is its own process: relay, relay2, …; ports +100 per relay),
 # COMPARE_CACHE (default ~/.cache/herald-compare: Centrifugo binary, never in
 # git), DURATION (overrides the window), OUT_DIR (default bench/results/compare-<timestamp>), NO_DOC=1 (do
 # not touch docs/performance.md), PROFILE=1 (profile the Herald runs: pprof,
@@ -34,6 +37,7 @@ OUT=${OUT_DIR:-$ROOT/bench/results/compare-$STAMP}
 mkdir -p "$CACHE" "$OUT"
 SECRET=compare-secret-$RANDOM$RANDOM
 RUNS=${RUNS:-1}
+RELAYS=${RELAYS:-1}
 SCENARIOS=${SCENARIOS:-idle lone bcast-1 bcast-10 chat-1k chat-5k}
 SERVERS=${SERVERS:-cf-mem cf-redis herald}
 
@@ -119,7 +123,9 @@ wait_ready() { # url seconds
 }
 port_check() {
   local p
-  for p in $CF_PORT $REDIS_PORT $RELAY_PORT $RELAY_ADMIN $RELAY_PPROF $CTRL_PORT $CTRL_ADMIN $CTRL_PPROF $KAFKA_PORT $S3_PORT; do
+  local k extra=()
+  for ((k = 1; k < RELAYS; k++)); do extra+=($((RELAY_PORT + k * 100)) $((RELAY_ADMIN + k * 100)) $((RELAY_PPROF + k * 100))); done
+  for p in $CF_PORT $REDIS_PORT $RELAY_PORT $RELAY_ADMIN $RELAY_PPROF $CTRL_PORT $CTRL_ADMIN $CTRL_PPROF $KAFKA_PORT $S3_PORT "${extra[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then log "port $p busy (another compare run?)"; exit 1; fi
   done
 }
@@ -174,13 +180,21 @@ start_herald() {
   wait_ready http://127.0.0.1:$CTRL_ADMIN/readyz 60
   local loops=()
   [[ -n ${HERALD_RELAY_EVENT_LOOPS:-} ]] && loops=(HERALD_RELAY_EVENT_LOOPS="$HERALD_RELAY_EVENT_LOOPS")
-  "${common[@]}" "${loops[@]}" "${relay_env[@]}" HERALD_CONTROLLERS=127.0.0.1:$CTRL_PORT HERALD_RELAY_ADDR=127.0.0.1:$RELAY_PORT \
-    HERALD_RELAY_ADMIN_ADDR=127.0.0.1:$RELAY_ADMIN HERALD_RELAY_PPROF_ADDR=127.0.0.1:$RELAY_PPROF \
-    "$HERALD" relay >"$RUNDIR/relay.log" 2>&1 &
-  PIDS+=($!); MAIN=$!
-  wait_ready http://127.0.0.1:$RELAY_ADMIN/readyz 60
-  PROCS="relay=$MAIN,controller=$cpid,engines=$epid"
-  URL=ws://127.0.0.1:$RELAY_PORT/connection/websocket
+  local k off name relays="" urls=""
+  for ((k = 1; k <= RELAYS; k++)); do
+    off=$(((k - 1) * 100)) name=relay
+    ((k > 1)) && name=relay$k
+    "${common[@]}" "${loops[@]}" "${relay_env[@]}" HERALD_CONTROLLERS=127.0.0.1:$CTRL_PORT HERALD_RELAY_ADDR=127.0.0.1:$((RELAY_PORT + off)) \
+      HERALD_RELAY_ADMIN_ADDR=127.0.0.1:$((RELAY_ADMIN + off)) HERALD_RELAY_PPROF_ADDR=127.0.0.1:$((RELAY_PPROF + off)) \
+      "$HERALD" relay >"$RUNDIR/$name.log" 2>&1 &
+    PIDS+=($!)
+    ((k == 1)) && MAIN=$!
+    relays+="$name=$!,"
+    urls+="${urls:+,}ws://127.0.0.1:$((RELAY_PORT + off))/connection/websocket"
+  done
+  for ((k = 1; k <= RELAYS; k++)); do wait_ready "http://127.0.0.1:$((RELAY_ADMIN + (k - 1) * 100))/readyz" 60; done
+  PROCS="${relays}controller=$cpid,engines=$epid"
+  URL=$urls
 }
 
 # profile_herald (PROFILE=1; the window defaults to 30 s then): 8 s CPU
