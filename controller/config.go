@@ -54,8 +54,8 @@ type Config struct {
 	// after it was sent; then the next waits until a window after that
 	// one (a pause under a third of the window is skipped), so the records
 	// several relays produce meanwhile come back in one response instead
-	// of one fetch cycle each. A record after a quiet
-	// spell is never held. Default 0: off (HERALD_CONTROLLER_FETCH_WINDOW).
+	// of one fetch cycle each. A record after a quiet spell is never held.
+	// Default 0: off (HERALD_CONTROLLER_FETCH_WINDOW).
 	// Measured (docs/performance.md, "Fetch window"): with 4 relays 3ms
 	// cut the controller's CPU per delivery 28 % at +1.8 ms p50; with one
 	// relay, whose produce window already paces it, it added 1.1 ms p50
