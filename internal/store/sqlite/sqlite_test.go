@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -110,5 +111,48 @@ func TestWriteBatchChunksAndRepeats(t *testing.T) {
 	}
 	if st.NextOffset != 1000 {
 		t.Fatalf("checkpoint %d, want 1000 (the max)", st.NextOffset)
+	}
+}
+
+// TestWriteBatchesRepeatsAcrossBatches: one WriteBatches call writes every
+// batch's rows of a kind in shared multi-row statements, so two batches of
+// one partition may name the same channel and checkpoint in one statement;
+// the per-row semantics still hold whichever batch comes first: the highest
+// head and checkpoint win, a repeated message keeps its first copy.
+func TestWriteBatchesRepeatsAcrossBatches(t *testing.T) {
+	ctx := context.Background()
+	msg := func(seq uint64, id string, off int64) store.Message {
+		return store.Message{ID: id, Channel: "c", Seq: seq, Data: []byte(`{}`), Partition: 3, Offset: off}
+	}
+	newer := store.Batch{Partition: 3, NextOffset: 60,
+		Messages: []store.Message{msg(4, "four", 40), msg(5, "five", 50)},
+		Heads:    []store.Head{{Channel: "c", Partition: 3, Epoch: "e1", LastSeq: 5, Offset: 50}}}
+	older := store.Batch{Partition: 3, NextOffset: 45,
+		Messages: []store.Message{msg(4, "four again", 40)},
+		Heads:    []store.Head{{Channel: "c", Partition: 3, Epoch: "e2", LastSeq: 4, Offset: 40}}}
+	for name, order := range map[string][]store.Batch{"newer first": {newer, older}, "older first": {older, newer}} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			if errs := s.WriteBatches(ctx, order); errors.Join(errs...) != nil {
+				t.Fatal(errors.Join(errs...))
+			}
+			st, err := s.LoadPartition(ctx, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h := st.Heads["c"]; h.LastSeq != 5 || h.Offset != 50 || h.Epoch != order[0].Heads[0].Epoch {
+				t.Fatalf("head %+v, want seq 5 offset 50 and the first batch's epoch %q", h, order[0].Heads[0].Epoch)
+			}
+			if st.NextOffset != 60 {
+				t.Fatalf("checkpoint %d, want 60", st.NextOffset)
+			}
+			got, err := s.Messages(ctx, store.Range{Channel: "c", From: 1, To: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 2 || got[0].ID != order[0].Messages[0].ID || got[1].ID != "five" {
+				t.Fatalf("messages %+v, want seq 4 as the first batch wrote it, then seq 5", got)
+			}
+		})
 	}
 }
