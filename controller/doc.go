@@ -25,9 +25,10 @@
 //     Kafka broker that leads an owned partition. kgo keeps the consumer
 //     group but never fetches (the topic is paused in it); each loop sends
 //     a Fetch for its broker's owned, unpaused partitions, waits for it,
-//     then sequences and routes the response (and, when it came back with
-//     records sooner than FetchWindow, sleeps out the window before the
-//     next: fetchPace). One response at a time is
+//     then sequences and routes the response (and, while records of more
+//     than one relay reach it and a response came back sooner than
+//     FetchWindow, sleeps out the window before the next: producerMix,
+//     fetchPace). One response at a time is
 //     processed (fetcher.procMu), so exactly one goroutine at a time
 //     assigns seqs and fills the streams' pending batches. The partition
 //     callbacks (assign, revoke, lose) run on kgo's group goroutine: a

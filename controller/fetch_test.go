@@ -106,17 +106,52 @@ func TestFetchSkipsDeletedRecords(t *testing.T) {
 }
 
 // TestFetchPacedWhileBusy: records produced one request at a time, every
-// ~2 ms (as many relays each producing alone would), while the controller's
-// fetch window is 100 ms. Each fetch comes back at once with records, so
-// the loop sends the next a window after the previous: over the busy spell
-// at most one fetch per window reaches the leader (without the pacing it
-// would be one per produce request), and every record is still sequenced
-// once, densely.
+// ~2 ms, alternately by two producers (as two relays would), while the
+// controller's fetch window is 100 ms. Each fetch comes back at once with
+// records, so the loop sends the next a window after the previous: over the
+// busy spell at most one fetch per window reaches the leader (without the
+// pacing it would be one per produce request), and every record is still
+// sequenced once, densely. With one producer (one relay) the same spell is
+// not paced: a fetch per produce request, as without a window.
 func TestFetchPacedWhileBusy(t *testing.T) {
-	const (
-		parts  = 1
-		window = 100 * time.Millisecond
-	)
+	const window = 100 * time.Millisecond
+	t.Run("two producers", func(t *testing.T) {
+		const n = 400
+		during, paced, busy := fetchesWhileBusy(t, window, 2, n)
+		if paced == 0 {
+			t.Fatal("fetches_paced_total is 0 with two producers")
+		}
+		// Fetches at least two thirds of a window apart over the busy spell
+		// (fetchPace skips shorter pauses), one more for the long poll
+		// waiting when it began, one for the first records (the second
+		// producer not seen yet).
+		if limit := int(busy*3/(2*window)) + 3; during > limit {
+			t.Fatalf("%d fetches reached the leader during %v of produce requests every ~2 ms; paced by a %v window there would be at most %d", during, busy.Round(time.Millisecond), window, limit)
+		}
+	})
+	t.Run("one producer", func(t *testing.T) {
+		const n = 200
+		during, paced, busy := fetchesWhileBusy(t, window, 1, n)
+		if paced != 0 {
+			t.Fatalf("fetches_paced_total is %v with one producer, want 0", paced)
+		}
+		// Unpaced, nearly every produce request is fetched on its own
+		// (ProduceSync waits for each); paced, there would be ~busy/window.
+		if during < n/2 {
+			t.Fatalf("%d fetches for %d produce requests over %v from one producer: paced, but one relay must never wait for the window", during, n, busy.Round(time.Millisecond))
+		}
+	})
+}
+
+// fetchesWhileBusy starts a controller with the given fetch window and
+// produces n records to one channel, one request ~2 ms after the other,
+// round robin over the given number of producers; it checks that all are
+// sequenced densely and returns how many fetches reached the leader while
+// it produced, how many the window held back (fetches_paced_total) and
+// for how long it produced.
+func fetchesWhileBusy(t *testing.T, window time.Duration, producers, n int) (during int, paced float64, busy time.Duration) {
+	t.Helper()
+	const parts = 1
 	c := startCluster(t, 1)
 	brokers := c.ListenAddrs()
 	var (
@@ -145,37 +180,72 @@ func TestFetchPacedWhileBusy(t *testing.T) {
 	relay := openRelay(t, ctrl.Addr(), "relay-1", true, ch)
 	waitFor(t, 10*time.Second, "ownership", func() bool { return relay.lastOwnership() != nil })
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(testTopic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
-	if err != nil {
-		t.Fatal(err)
+	var cls []*kgo.Client
+	for range producers {
+		// Idempotent (franz-go's default): each client has its own producer ID.
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(testTopic),
+			kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		cls = append(cls, cl)
 	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	const n = 400
 	before, start := fetches(), time.Now()
 	for i := range n {
 		b, err := marshal(testMessage(ch, i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte(ch), Value: b}).FirstErr(); err != nil {
+		if err := cls[i%producers].ProduceSync(ctx, &kgo.Record{Key: []byte(ch), Value: b}).FirstErr(); err != nil {
 			t.Fatalf("producing: %v", err)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	busy, during := time.Since(start), fetches()-before
-	relay.waitSeq(ch, n)
+	busy, during = time.Since(start), fetches()-before
+	relay.waitSeq(ch, uint64(n))
 	checkDense(t, ch, relay.get(ch), 1, 0)
 	storedDense(t, st, ch, n)
-	// Fetches at least two thirds of a window apart over the busy spell
-	// (fetchPace skips shorter pauses), one more for the long poll waiting
-	// when it began.
-	if limit := int(busy*3/(2*window)) + 2; during > limit {
-		t.Fatalf("%d fetches reached the leader during %v of produce requests every ~2 ms; paced by a %v window there would be at most %d", during, busy.Round(time.Millisecond), window, limit)
+	paced = metricValue(ctrl.m.fetchesPaced)
+	t.Logf("%d produce requests from %d producers in %v, %d fetches, %v paced", n, producers, busy.Round(time.Millisecond), during, paced)
+	return during, paced, busy
+}
+
+// TestProducerMix: a fetch loop counts several producers from the first
+// change of producer ID until severalProducersHold after the last one.
+func TestProducerMix(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	recs := func(ids ...int64) []*kgo.Record {
+		var out []*kgo.Record
+		for _, id := range ids {
+			out = append(out, &kgo.Record{ProducerID: id})
+		}
+		return out
 	}
-	t.Logf("%d produce requests in %v, %d fetches", n, busy.Round(time.Millisecond), during)
+	var m producerMix
+	m.see(recs(7, 7, 7), t0)
+	if m.several(t0) {
+		t.Fatal("one producer counted as several")
+	}
+	m.see(recs(7), t0.Add(time.Second))
+	if m.several(t0.Add(time.Second)) {
+		t.Fatal("one producer, seen again later, counted as several")
+	}
+	t1 := t0.Add(2 * time.Second)
+	m.see(recs(7, 9), t1)
+	if !m.several(t1) || !m.several(t1.Add(severalProducersHold-time.Millisecond)) {
+		t.Fatal("a second producer not counted")
+	}
+	m.see(recs(9, 9), t1.Add(severalProducersHold/2))
+	if m.several(t1.Add(severalProducersHold)) {
+		t.Fatal("still several a hold after the last change of producer")
+	}
+	m.see(recs(-1), t1.Add(2*severalProducersHold))
+	if !m.several(t1.Add(2 * severalProducersHold)) {
+		t.Fatal("records without a producer ID after producer 9: a change, not counted")
+	}
 }
 
 // TestFetchPace: the pacing decision alone. Only a fetch that came back

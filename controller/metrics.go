@@ -14,6 +14,7 @@ type metrics struct {
 	fetches           prometheus.Counter
 	fetchErrors       prometheus.Counter
 	fetchRecords      prometheus.Histogram
+	fetchesPaced      prometheus.Counter
 	ringsEvicted      prometheus.Counter
 	badRecords        prometheus.Counter
 	consumeToStream   prometheus.Histogram
@@ -49,6 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		recordsConsumed:       f.Counter("records_consumed_total", "Kafka records consumed (including bad ones)."),
 		fetches:               f.Counter("fetches_total", "Fetch responses processed (one fetch cycle each: the records of every owned partition its leader had)."),
 		fetchErrors:           f.Counter("fetch_errors_total", "Failed fetches and partition fetch errors (leadership changes, unavailable partitions, offsets out of range, undecodable batches); retried."),
+		fetchesPaced:          f.Counter("fetches_paced_total", "Fetches held back by the fetch window (HERALD_CONTROLLER_FETCH_WINDOW): sent a window after the previous one because records of several relays came back sooner. Stays 0 with one relay."),
 		fetchRecords:          f.Histogram("fetch_records", "Records per fetch response (paced by HERALD_CONTROLLER_FETCH_WINDOW while relays produce faster than the loop fetches).", prometheus.ExponentialBuckets(1, 2, 14)),
 		ringsEvicted:          f.Counter("rings_evicted_total", "Rings of recent publications dropped because their channel was idle for RingIdle (Recover then reads the store)."),
 		badRecords:            f.Counter("bad_records_total", "Records skipped: undecodable value, empty channel or channel of another partition."),
