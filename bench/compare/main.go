@@ -51,6 +51,24 @@ var serverNames = map[string]string{
 // procCols are the per-process CPU columns, in order.
 var procCols = []string{"relay", "controller", "engines", "centrifugo", "redis"}
 
+// procColumn is column col of procs: the process of that name plus, with
+// make compare RELAYS=N, its numbered siblings (relay2, relay3 …), summed;
+// n is how many there were (0: none).
+func procColumn(procs []loadtest.ProcStats, col string) (sum loadtest.ProcStats, n int) {
+	sum.Name = col
+	for _, p := range procs {
+		suffix, ok := strings.CutPrefix(p.Name, col)
+		if !ok || (suffix != "" && strings.Trim(suffix, "0123456789") != "") {
+			continue
+		}
+		sum.CPUAvgPct += p.CPUAvgPct
+		sum.USPerDelivery += p.USPerDelivery
+		sum.USPerPublish += p.USPerPublish
+		n++
+	}
+	return sum, n
+}
+
 type run struct {
 	scenario, server, rep string
 	res                   *loadtest.Result
@@ -173,17 +191,20 @@ func cells(r run) []string {
 	}
 	var total, totalPub float64
 	for _, name := range procCols {
-		i := slices.IndexFunc(res.Procs, func(p loadtest.ProcStats) bool { return p.Name == name })
+		p, n := procColumn(res.Procs, name)
+		several := ""
+		if n > 1 {
+			several = fmt.Sprintf(" (%d)", n)
+		}
 		switch {
-		case i < 0:
+		case n == 0:
 			row = append(row, "")
 		case r.scenario == "idle":
-			row = append(row, fmt.Sprintf("%.0f%%", res.Procs[i].CPUAvgPct))
+			row = append(row, fmt.Sprintf("%.0f%%%s", p.CPUAvgPct, several))
 		default:
-			p := res.Procs[i]
 			total += p.USPerDelivery
 			totalPub += p.USPerPublish
-			row = append(row, fmt.Sprintf("%.1f", p.USPerDelivery))
+			row = append(row, fmt.Sprintf("%.1f%s", p.USPerDelivery, several))
 		}
 	}
 	if r.scenario == "idle" {
@@ -272,15 +293,13 @@ func medians(runs []run) []run {
 		for _, name := range procCols {
 			proc := func(pick func(loadtest.ProcStats) float64) func(*loadtest.Result) (float64, bool) {
 				return func(r *loadtest.Result) (float64, bool) {
-					i := slices.IndexFunc(r.Procs, func(p loadtest.ProcStats) bool { return p.Name == name })
-					if i < 0 {
-						return 0, false
-					}
-					return pick(r.Procs[i]), true
+					p, n := procColumn(r.Procs, name)
+					return pick(p), n > 0
 				}
 			}
 			has := slices.ContainsFunc(g, func(r run) bool {
-				return slices.ContainsFunc(r.res.Procs, func(p loadtest.ProcStats) bool { return p.Name == name })
+				_, n := procColumn(r.res.Procs, name)
+				return n > 0
 			})
 			if !has {
 				continue
@@ -350,7 +369,7 @@ func markdown(runs []run, floors map[string]float64, meta, dir string) string {
 		b.WriteString("\nMedians over the passes (lost / dup: summed):\n\n")
 		writeTable(&b, med)
 	}
-	b.WriteString("\nCPU: user+system time of each process from `/proc/PID/stat`, summed over the load tester's 1 s ticks inside the steady window, divided by the deliveries received over the same ticks (idle rows: average CPU %). `engines` is `herald dev --engines-only` (kfake, SQLite file, versitygw); the store is written by the controller. Idle RSS/conn: least-squares slope of the relay's (Centrifugo's) RSS against connections.\n")
+	b.WriteString("\nCPU: user+system time of each process from `/proc/PID/stat`, summed over the load tester's 1 s ticks inside the steady window, divided by the deliveries received over the same ticks (idle rows: average CPU %). `engines` is `herald dev --engines-only` (kfake, SQLite file, versitygw); the store is written by the controller. With `RELAYS=N` the relay column is the sum over the N relay processes, marked `(N)`. Idle RSS/conn: least-squares slope of the (first) relay's (Centrifugo's) RSS against connections.\n")
 	var reps []string
 	for k := range floors {
 		reps = append(reps, k)

@@ -48,3 +48,29 @@ func TestMedians(t *testing.T) {
 		t.Errorf("median of 1..4 = %v, want 2.5", m)
 	}
 }
+
+// TestSeveralRelaysSummed: with make compare RELAYS=N the relay column is
+// the sum over relay, relay2 … (marked with their count), in each run's
+// row and in the medians; a process merely named like a prefix is not
+// counted.
+func TestSeveralRelaysSummed(t *testing.T) {
+	four := func(rep string, each float64) run {
+		r := chatRun(rep, 3, 9, each, 20, 0)
+		for _, name := range []string{"relay2", "relay3", "relay4"} {
+			r.res.Procs = append(r.res.Procs, loadtest.ProcStats{Name: name, USPerDelivery: each, USPerPublish: each * 10})
+		}
+		r.res.Procs = append(r.res.Procs, loadtest.ProcStats{Name: "relayer", USPerDelivery: 1000})
+		return r
+	}
+	runs := []run{four("1", 10), four("2", 12), four("3", 11)}
+	got := strings.Join(cells(runs[0]), " | ")
+	for _, want := range []string{"| 40.0 (4) |", "| 20.0 |"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("row %q lacks %q", got, want)
+		}
+	}
+	med := strings.Join(cells(medians(runs)[0]), " | ")
+	if !strings.Contains(med, "| 44.0 |") || !strings.Contains(med, "**64.0**") {
+		t.Errorf("median row %q: want the relays' summed median 44.0 and the total 64.0", med)
+	}
+}
