@@ -395,10 +395,12 @@ func (s *Store) writeTx(ctx context.Context, reqs []*writeReq) (err error) {
 		}
 	}
 	// The rows copied above hold the callers' slices (data, info): drop
-	// them once written so the reused buffers pin nothing.
+	// them once written so the reused buffers pin nothing. Each transaction
+	// clears what it filled, so what lies beyond is already zero; args is
+	// at most insertChunk rows long.
 	defer func() {
-		clear(s.msgs[:cap(s.msgs)])
-		clear(s.heads[:cap(s.heads)])
+		clear(s.msgs)
+		clear(s.heads)
 		clear(s.args[:cap(s.args)])
 	}()
 	tx, err := s.w.BeginTx(ctx, nil)

@@ -177,7 +177,8 @@ func benchConcurrent(b *testing.B, perBatch, chans int) {
 // BenchmarkWriteBatchesChat is the controller's store writer under the chat
 // load of make compare's chat-1k (1,000 msg/s over 1,000 channels, 12
 // partitions): one op is one WriteBatches call of what one flush holds —
-// 20 messages at the default 20 ms batch interval, 100 at 100 ms — on
+// at 1,000 msg/s a flush interval of n ms holds n messages, so flush=20ms
+// (the default batch interval) is 20 messages, flush=1000ms 1,000 — on
 // random channels, one batch per partition holding its share with its
 // heads and checkpoint, into a database already holding 100 messages per
 // channel (so the pages a message lands on are spread over a file larger
@@ -264,9 +265,8 @@ func benchWriteBatchesChat(b *testing.B, perCall int) {
 	b.StopTimer()
 	msgs := float64(b.N * perCall)
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/msgs, "µs/msg")
-	// System calls are what a write costs on a virtual machine whose
-	// every syscall exits to the hypervisor, and unlike time they do not
-	// drift from run to run.
+	// System calls are most of what a write costs on the project's
+	// virtual machines, and unlike time they do not drift from run to run.
 	if r1, w1, ok := syscallsIO(); ok && ioOK {
 		b.ReportMetric(float64(r1-r0)/msgs, "reads/msg")
 		b.ReportMetric(float64(w1-w0)/msgs, "writes/msg")
