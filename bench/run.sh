@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 COUNT=${COUNT:-5}
 BENCH=${BENCH:-.}
 PKGS=${PKGS:-./relay ./internal/protocol ./controller ./internal/store/sqlite ./management ./internal/archive ./internal/auth ./internal/partition ./loadtest}
-heavy='BenchmarkHistoryHTTP|BenchmarkConsumeToStream|BenchmarkStreamLatency10k'
+heavy='BenchmarkHistoryHTTP|BenchmarkConsumeToStream|BenchmarkStreamLatency10k|BenchmarkWriteBatchesChat'
 if [[ ${FULL:-} == 1 ]]; then
 	SKIP=${SKIP:-}
 else
