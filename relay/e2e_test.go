@@ -305,11 +305,18 @@ func TestInterestLifecycle(t *testing.T) {
 	e := startEnv(t, nil)
 	y := newSDKClient(t, e.srv.Addr(), token(t, "yan", []string{"life"}, nil, 0))
 	y.connect(t, "life")
-	if !e.fc.interested("life") {
-		t.Fatal("no interest add for a subscribed channel")
+	// The add travels on the controller stream, the position on a unary
+	// call the controller may answer first (a gap is filled by Recover,
+	// I4), so the subscribe reply does not wait for the add to arrive.
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.fc.interested("life") {
+		if time.Now().After(deadline) {
+			t.Fatal("no interest add for a subscribed channel")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	y.c.Close()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for e.fc.interested("life") {
 		if time.Now().After(deadline) {
 			t.Fatal("interest not removed after the last subscriber left")
