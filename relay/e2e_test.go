@@ -308,21 +308,9 @@ func TestInterestLifecycle(t *testing.T) {
 	// The add travels on the controller stream, the position on a unary
 	// call the controller may answer first (a gap is filled by Recover,
 	// I4), so the subscribe reply does not wait for the add to arrive.
-	deadline := time.Now().Add(5 * time.Second)
-	for !e.fc.interested("life") {
-		if time.Now().After(deadline) {
-			t.Fatal("no interest add for a subscribed channel")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the interest add of a subscribed channel", func() bool { return e.fc.interested("life") })
 	y.c.Close()
-	deadline = time.Now().Add(5 * time.Second)
-	for e.fc.interested("life") {
-		if time.Now().After(deadline) {
-			t.Fatal("interest not removed after the last subscriber left")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(t, "the interest removal after the last subscriber left", func() bool { return !e.fc.interested("life") })
 }
 
 // TestFanoutLatencyObserved: every publication group a loop writes to its
